@@ -1,0 +1,13 @@
+"""Root conftest of pytest-costguard's own test suite.
+
+respx patches `httpx`; the anthropic SDK is built on httpx2. Aliasing must happen before anything imports httpx,
+so it is done here, for our tests only, never inside the library.
+"""
+
+from __future__ import annotations
+
+import httpx2
+
+httpx2.alias_httpx()
+
+pytest_plugins = ["pytester"]

@@ -1,0 +1,1 @@
+"""pytest adapter for pytest-costguard (being built)."""

@@ -1,0 +1,326 @@
+"""Price Anthropic Messages usage in exact Decimal dollars.
+
+Prices come from genai-prices (or from the user's overrides); this module resolves a model's rates once and
+then prices each usage with plain Decimal arithmetic, which keeps the per-call cost to a few microseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "PriceBook",
+    "PriceOverride",
+    "Rate",
+    "Rates",
+    "UnknownModelPrice",
+    "Usage",
+    "cost_of_response",
+    "default_price_book",
+    "usage_from_response",
+]
+
+_MTOK = Decimal(1_000_000)
+_ZERO = Decimal(0)
+
+
+class UnknownModelPrice(LookupError):
+    """No price is known for a model: genai-prices lacks it and no override was configured."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"no price known for model {model!r}: genai-prices does not list it; "
+            f"configure one (llm_prices in pytest.ini, or PriceBook(overrides={{{model!r}: PriceOverride(...)}}))"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one Messages response, in the API's own terms."""
+
+    input_tokens: int = 0
+    """Uncached input tokens only (the API's `usage.input_tokens`)."""
+    output_tokens: int = 0
+    """Output tokens, thinking included."""
+    cache_write_5m_tokens: int = 0
+    """Input tokens written to the 5-minute cache."""
+    cache_write_1h_tokens: int = 0
+    """Input tokens written to the 1-hour cache."""
+    cache_read_input_tokens: int = 0
+    """Input tokens read from the cache."""
+    web_search_requests: int = 0
+    """Server-side web searches performed."""
+    batch: bool = False
+    """Billed at the Message Batches tier (`service_tier == "batch"`)."""
+    fast: bool = False
+    """Billed at fast-mode prices (`speed == "fast"`)."""
+
+    @property
+    def cache_creation_input_tokens(self) -> int:
+        """All cache writes, whatever their TTL."""
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def total_input_tokens(self) -> int:
+        """Every input token the request was billed for: uncached, written and read."""
+        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and value > 0 else 0
+
+
+def usage_from_response(usage: Mapping[str, Any] | None) -> Usage:
+    """Build a `Usage` from a Messages response's `usage` object (a dict, as in the JSON body)."""
+    if not usage:
+        return Usage()
+    creation_total = _int(usage.get("cache_creation_input_tokens"))
+    split = usage.get("cache_creation") or {}
+    write_1h = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0
+    write_5m = _int(split.get("ephemeral_5m_input_tokens")) if isinstance(split, Mapping) else 0
+    if write_5m + write_1h < creation_total:
+        # Older responses carry only the total: those writes were 5-minute writes.
+        write_5m = creation_total - write_1h
+    server_tools = usage.get("server_tool_use") or {}
+    return Usage(
+        input_tokens=_int(usage.get("input_tokens")),
+        output_tokens=_int(usage.get("output_tokens")),
+        cache_write_5m_tokens=write_5m,
+        cache_write_1h_tokens=write_1h,
+        cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
+        web_search_requests=(
+            _int(server_tools.get("web_search_requests")) if isinstance(server_tools, Mapping) else 0
+        ),
+        batch=usage.get("service_tier") == "batch",
+        fast=usage.get("speed") == "fast",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A USD-per-million-token price, optionally tiered on the request's total input tokens."""
+
+    base: Decimal
+    """Price until the first tier."""
+    tiers: tuple[tuple[int, Decimal], ...] = ()
+    """(start, price) pairs, ascending: above `start` total input tokens the whole count pays `price`."""
+
+    def at(self, total_input_tokens: int) -> Decimal:
+        """Return the price per MTok that applies for a request with this many input tokens."""
+        for start, price in reversed(self.tiers):
+            if total_input_tokens > start:
+                return price
+        return self.base
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """What one model costs, per million tokens (web searches per thousand)."""
+
+    model: str
+    """The canonical model id these rates belong to."""
+    input: Rate
+    """Uncached input."""
+    output: Rate
+    """Output."""
+    cache_write_5m: Rate
+    """5-minute cache writes."""
+    cache_write_1h: Rate
+    """1-hour cache writes."""
+    cache_read: Rate
+    """Cache reads."""
+    web_search_per_1k: Decimal = Decimal(10)
+    """Server-side web searches, per thousand requests."""
+
+    def cost(self, usage: Usage) -> Decimal:
+        """Return the exact USD cost of `usage` at these rates."""
+        total_in = usage.total_input_tokens
+        cost = (
+            usage.input_tokens * self.input.at(total_in)
+            + usage.output_tokens * self.output.at(total_in)
+            + usage.cache_write_5m_tokens * self.cache_write_5m.at(total_in)
+            + usage.cache_write_1h_tokens * self.cache_write_1h.at(total_in)
+            + usage.cache_read_input_tokens * self.cache_read.at(total_in)
+        ) / _MTOK
+        if usage.web_search_requests:
+            cost += usage.web_search_requests * self.web_search_per_1k / 1000
+        return cost
+
+
+@dataclass(frozen=True, slots=True)
+class PriceOverride:
+    """A user-configured price for a model, USD per million tokens.
+
+    Cache prices default to Anthropic's multipliers of the input price: 1.25x for 5-minute writes,
+    2x for 1-hour writes, 0.1x for reads.
+    """
+
+    input: Decimal
+    """Uncached input, per MTok."""
+    output: Decimal
+    """Output, per MTok."""
+    cache_write: Decimal | None = None
+    """5-minute cache writes, per MTok (default 1.25 x input)."""
+    cache_write_1h: Decimal | None = None
+    """1-hour cache writes, per MTok (default 2 x input)."""
+    cache_read: Decimal | None = None
+    """Cache reads, per MTok (default 0.1 x input)."""
+    web_search_per_1k: Decimal = Decimal(10)
+    """Web searches, per thousand."""
+
+    def rates(self, model: str) -> Rates:
+        """Return these prices as `Rates` for `model`."""
+
+        def pick(value: Decimal | None, factor: str) -> Rate:
+            return Rate(value if value is not None else self.input * Decimal(factor))
+
+        return Rates(
+            model=model,
+            input=Rate(self.input),
+            output=Rate(self.output),
+            cache_write_5m=pick(self.cache_write, "1.25"),
+            cache_write_1h=pick(self.cache_write_1h, "2"),
+            cache_read=pick(self.cache_read, "0.1"),
+            web_search_per_1k=self.web_search_per_1k,
+        )
+
+
+def _rate(value: Any) -> Rate:
+    """Convert a genai-prices price (a Decimal, a TieredPrices or None) to a `Rate`."""
+    if value is None:
+        return Rate(_ZERO)
+    if isinstance(value, Decimal):
+        return Rate(value)
+    return Rate(value.base, tuple((int(t.start), t.price) for t in value.tiers))
+
+
+def _rates_from_genai_prices(model: str, *, batch: bool, fast: bool) -> Rates:
+    import genai_prices  # heavy: imported only when a price is first needed
+
+    context: dict[str, str] = {}
+    if batch:
+        context["processing"] = "batch"
+    if fast:
+        context["speed"] = "fast"
+    try:
+        calc = genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=0, output_tokens=0),
+            model_ref=model,
+            provider_id="anthropic",
+            price_context=context or None,
+        )
+    except LookupError:
+        raise UnknownModelPrice(model) from None
+    price = calc.model_price
+    input_rate = _rate(getattr(price, "input_mtok", None))
+    write_5m = getattr(price, "cache_write_mtok", None)
+    write_1h = getattr(price, "cache_write_1h_mtok", None)
+    searches = getattr(price, "web_searches_kcount", None)
+    return Rates(
+        model=calc.model.id,
+        input=input_rate,
+        output=_rate(getattr(price, "output_mtok", None)),
+        cache_write_5m=_rate(write_5m) if write_5m is not None else input_rate,
+        cache_write_1h=_rate(write_1h if write_1h is not None else write_5m) if write_5m or write_1h else input_rate,
+        cache_read=_rate(getattr(price, "cache_read_mtok", None)) if hasattr(price, "cache_read_mtok") else input_rate,
+        web_search_per_1k=searches if isinstance(searches, Decimal) else Decimal(10),
+    )
+
+
+@dataclass(eq=False)
+class PriceBook:
+    """Resolve models to `Rates`: the user's overrides first, then genai-prices; cached per model and tier.
+
+    Overrides match a model exactly or as a prefix of a dated name (`claude-x` matches `claude-x-20260101`).
+    """
+
+    overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
+    """Per-model prices that win over genai-prices."""
+    _cache: dict[tuple[str, bool, bool], Rates] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def _override_for(self, model: str) -> PriceOverride | None:
+        if model in self.overrides:
+            return self.overrides[model]
+        for name, override in self.overrides.items():
+            if model.startswith(name + "-") or model.startswith(name + "@"):
+                return override
+        return None
+
+    def rates(self, model: str, *, batch: bool = False, fast: bool = False) -> Rates:
+        """Return the rates for `model`; raise `UnknownModelPrice` when none is known."""
+        key = (model, batch, fast)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        override = self._override_for(model)
+        if override is not None:
+            rates = override.rates(model)
+            if batch:
+                rates = _halve(rates)
+        else:
+            rates = _rates_from_genai_prices(model, batch=batch, fast=fast)
+            if batch and rates == _rates_from_genai_prices(model, batch=False, fast=fast):
+                # genai-prices has no batch variant for this model (yet): batch is 50% off everything.
+                rates = _halve(rates)
+        with self._lock:
+            self._cache[key] = rates
+        return rates
+
+    def knows(self, model: str) -> bool:
+        """Return whether a price is known for `model`."""
+        try:
+            self.rates(model)
+        except UnknownModelPrice:
+            return False
+        return True
+
+    def cost(self, usage: Usage, model: str) -> Decimal:
+        """Return the USD cost of `usage` billed to `model`."""
+        return self.rates(model, batch=usage.batch, fast=usage.fast).cost(usage)
+
+
+def _halve(rates: Rates) -> Rates:
+    half = Decimal("0.5")
+
+    def h(rate: Rate) -> Rate:
+        return Rate(rate.base * half, tuple((start, price * half) for start, price in rate.tiers))
+
+    return Rates(
+        model=rates.model,
+        input=h(rates.input),
+        output=h(rates.output),
+        cache_write_5m=h(rates.cache_write_5m),
+        cache_write_1h=h(rates.cache_write_1h),
+        cache_read=h(rates.cache_read),
+        web_search_per_1k=rates.web_search_per_1k,
+    )
+
+
+_default_book: PriceBook | None = None
+
+
+def default_price_book() -> PriceBook:
+    """Return the process-wide price book with no overrides."""
+    global _default_book
+    if _default_book is None:
+        _default_book = PriceBook()
+    return _default_book
+
+
+def cost_of_response(response: Any, *, prices: PriceBook | None = None) -> Decimal:
+    """Return the USD cost of a Messages response (an SDK `Message` or its JSON dict).
+
+    Priced by the model the response names, not the alias that was requested.
+    """
+    if hasattr(response, "model_dump"):
+        response = response.model_dump()
+    model = response.get("model")
+    if not isinstance(model, str) or not model:
+        raise ValueError("the response names no model: cannot price it")
+    return (prices or default_price_book()).cost(usage_from_response(response.get("usage")), model)
