@@ -1,1 +1,405 @@
-"""pytest adapter for pytest-costguard (being built)."""
+"""The pytest adapter: options, markers, fixtures, attribution, the budget gate and the reports.
+
+Thin by design: money, budgets and routing live in the core modules; this module only wires them to
+pytest's hooks. Heavy libraries (anthropic, genai-prices) are imported only when a call is made.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .settings import Settings, SettingsError, describe, parse_usd, resolve_settings
+
+if TYPE_CHECKING:
+    from .guard import CostGuard
+    from .ledger import InMemoryLedger
+    from .tracking import CostRecord
+
+_SESSION_KEY = pytest.StashKey["CostguardSession"]()
+
+# (name, CLI flag or None, help, ini type, default)
+_OPTIONS: tuple[tuple[str, str | None, str, str, Any], ...] = (
+    ("llm_budget", "--llm-budget", "hard cap in USD on what LLM calls may spend in this session", "string", None),
+    ("llm_budget_per_test", "--llm-budget-per-test", "default hard cap in USD for each test", "string", None),
+    ("llm_route", "--llm-route", "model routing: off (default), cheap (all to llm_cheap_model), auto", "string", None),
+    ("llm_cheap_model", "--llm-cheap-model", "model that cheap/auto routing sends to (default claude-haiku-4-5)",
+     "string", None),
+    ("llm_route_map", None, "explicit routing, one 'requested = sent' per line", "linelist", []),
+    ("llm_cache", "--llm-cache", "prompt caching of recurring long system prompts: off (default), auto", "string",
+     None),
+    ("llm_report", "--llm-report", "write the cost report to PATH (.json or .md); repeatable", "linelist", []),
+    ("llm_prices", None, "price overrides, 'model = input=N output=N [cache_write=N cache_read=N]' per line, "
+     "USD per million tokens", "linelist", []),
+    ("llm_baseline", "--llm-baseline", "compare this run's costs with an earlier JSON report", "string", None),
+    ("llm_baseline_fail", "--llm-baseline-fail", "fail when cost rises more than PCT percent above the baseline",
+     "string", None),
+    ("llm_baseline_floor", "--llm-baseline-floor", "ignore baseline increases below this many USD (default 0.01)",
+     "string", None),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("costguard", "LLM cost budget and reports (pytest-costguard)")
+    for name, flag, help_text, ini_type, default in _OPTIONS:
+        if flag is not None:
+            metavar = {"llm_report": "PATH", "llm_baseline": "PATH", "llm_route": "POLICY", "llm_cache": "MODE",
+                       "llm_cheap_model": "MODEL", "llm_baseline_fail": "PCT"}.get(name, "USD")
+            group.addoption(
+                flag,
+                dest=name,
+                action="append" if ini_type == "linelist" else "store",
+                default=None,
+                metavar=metavar,
+                help=f"{help_text} (ini: {name})",
+            )
+        parser.addini(name, help_text, type=ini_type, default=default)  # type: ignore[arg-type]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # Hook the SDK before conftests import app code, so clients built at import time are metered too.
+    from .providers import anthropic as provider
+
+    provider.prepare()
+
+
+def _getter(config: pytest.Config) -> Any:
+    def get(name: str) -> tuple[object, str]:
+        flag = next(f for n, f, *_ in _OPTIONS if n == name)
+        if flag is not None:
+            value = config.getoption(name, None)
+            if value not in (None, []):
+                return value, flag
+        inifile = config.inipath.name if config.inipath else "the ini file"
+        return config.getini(name), f"{name} in {inifile}"
+
+    return get
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "llm_budget(usd): hard cap in USD on what this test's LLM calls may spend")
+    config.addinivalue_line("markers", "llm_model(name): send this test's LLM calls to this model (no routing)")
+    try:
+        settings = resolve_settings(_getter(config))
+    except SettingsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    session = CostguardSession(config, settings)
+    config.stash[_SESSION_KEY] = session
+    config.pluginmanager.register(session, "costguard-session")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(_SESSION_KEY, None)
+    if session is not None:
+        session.close()
+        config.pluginmanager.unregister(session)
+        del config.stash[_SESSION_KEY]
+
+
+@dataclass(frozen=True, slots=True)
+class TestMarks:
+    """What a test's markers ask for."""
+
+    budget: Decimal | None
+    """The test's own cap."""
+    model: str | None
+    """The model the test is pinned to."""
+
+
+def _marks(item: pytest.Item, settings: Settings) -> TestMarks:
+    budget = settings.budget_per_test
+    mark = item.get_closest_marker("llm_budget")
+    if mark is not None:
+        source = f"@pytest.mark.llm_budget on {item.nodeid}"
+        extra = set(mark.kwargs) - {"usd"}
+        if extra or len(mark.args) + len(mark.kwargs) != 1:
+            raise SettingsError(f"{source}: takes one argument, the budget in USD, e.g. llm_budget(0.05)")
+        budget = parse_usd(mark.args[0] if mark.args else mark.kwargs["usd"], source=source)
+    model = None
+    mark = item.get_closest_marker("llm_model")
+    if mark is not None:
+        source = f"@pytest.mark.llm_model on {item.nodeid}"
+        value = mark.args[0] if len(mark.args) == 1 and not mark.kwargs else mark.kwargs.get("name")
+        if len(mark.args) + len(mark.kwargs) != 1 or not isinstance(value, str) or not value.strip():
+            raise SettingsError(f"{source}: takes one argument, a model name, e.g. llm_model('claude-haiku-4-5')")
+        if not settings.prices.knows(value):
+            raise SettingsError(f"{source}: no price known for model {value!r}; add it to llm_prices")
+        model = value
+    return TestMarks(budget, model)
+
+
+class CostguardSession:
+    """The session's state and hooks: one per pytest run, kept in `config.stash`."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self._guard: CostGuard | None = None
+        self.outcomes: dict[str, str] = {}
+        self.marks: dict[str, TestMarks] = {}
+        self.test_ledgers: dict[str, InMemoryLedger] = {}
+        self.report: dict[str, Any] | None = None
+        self.extra_records: list[CostRecord] = []
+        self.extra_refusals: list[Any] = []
+        self.extra_failed_attempts = 0
+        self.guard_ready()
+
+    # -- the guard ---------------------------------------------------------------------------------------------
+    def guard_ready(self) -> CostGuard:
+        """Create the guard (cheap: no heavy import) and make every Anthropic client report to it."""
+        if self._guard is None:
+            from .guard import CostGuard, GuardConfig
+            from .ledger import InMemoryLedger
+            from .providers import anthropic as provider
+
+            settings = self.settings
+            config = GuardConfig(route=settings.route, auto_cache=settings.cache == "auto", prices=settings.prices)
+            self._guard = CostGuard(config, InMemoryLedger(limit=settings.budget, scope="session"))
+            provider.install(self._guard)
+        return self._guard
+
+    @property
+    def guard(self) -> CostGuard:
+        """The guard metering this session's calls."""
+        return self.guard_ready()
+
+    def close(self) -> None:
+        """Stop metering (clients built during the run pass calls through untouched afterwards)."""
+        from .providers import anthropic as provider
+
+        provider.uninstall()
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+    def pytest_report_header(self) -> str:
+        return describe(self.settings)
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        errors = []
+        for item in items:
+            try:
+                self.marks[item.nodeid] = _marks(item, self.settings)
+            except SettingsError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise pytest.UsageError("\n".join(errors))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
+        from .guard import Scope
+        from .ledger import InMemoryLedger
+
+        marks = self.marks.get(item.nodeid) or _marks(item, self.settings)
+        ledger = None
+        if marks.budget is not None:
+            ledger = InMemoryLedger(limit=marks.budget, scope=f"test {item.nodeid}")
+            self.test_ledgers[item.nodeid] = ledger
+        guard = self.guard
+        guard.scope = Scope(tag=item.nodeid, ledger=ledger, pinned_model=marks.model)
+        try:
+            return (yield)
+        finally:
+            guard.scope = Scope()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+        if call.when == "teardown":
+            cost, calls = self._test_cost(item.nodeid)
+            # On the report as plain strings: they survive xdist serialization and reach JUnit XML.
+            item.user_properties.append(("llm_cost_usd", str(cost)))
+            item.user_properties.append(("llm_calls", str(calls)))
+        report: pytest.TestReport = yield
+        if call.when == "call" and report.passed:
+            refused = [r for r in self.guard.refusals if r.tag == item.nodeid and r.scope != "session"]
+            if refused:
+                # The code under test swallowed the refusal; the test still broke its budget.
+                report.outcome = "failed"
+                report.longrepr = "pytest-costguard: " + refused[0].message
+        return report
+
+    def _test_cost(self, nodeid: str) -> tuple[Decimal, int]:
+        records = [r for r in self.guard.records if r.tag == nodeid]
+        return sum((r.cost_usd for r in records), Decimal(0)), len(records)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        previous = self.outcomes.get(report.nodeid)
+        if report.failed:
+            outcome = "failed" if report.when == "call" else "error"
+        elif report.skipped:
+            outcome = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+        elif report.when == "call":
+            outcome = "xpassed" if hasattr(report, "wasxfail") else "passed"
+        else:
+            outcome = previous or "passed"
+        if previous in ("failed", "error") and outcome not in ("failed", "error"):
+            return
+        self.outcomes[report.nodeid] = outcome
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        from .report import RefusalInfo, build_report, write_report
+
+        guard = self.guard
+        guard.settle_open()
+        refusals = [
+            RefusalInfo(r.tag, r.scope, r.amount, r.message) for r in guard.refusals
+        ] + list(self.extra_refusals)
+        records = [*guard.records, *self.extra_records]
+        self.report = build_report(
+            records,
+            self.outcomes,
+            budget=self.settings.budget,
+            budget_per_test=self.settings.budget_per_test,
+            refusals=refusals,
+            failed_attempts=guard.failed_attempts + self.extra_failed_attempts,
+            labels={"backend": "emulator"} if os.environ.get("COSTGUARD_BACKEND") == "emulator" else None,
+        )
+        for path in self.settings.reports:
+            write_report(self.report, self.config.rootpath / path if not os.path.isabs(path) else path)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary and (records or refusals):
+            from .report import render_markdown
+
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(render_markdown(self.report))
+        if self.report["budget_exceeded"] and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from .report import terminal_lines
+
+        report = self.report
+        if report is None or not (report["calls"] or report["refused_calls"]):
+            return
+        title = "LLM cost (pytest-costguard)"
+        if report.get("backend") == "emulator":
+            title += " - emulator, simulated costs"
+        terminalreporter.write_sep("=", title)
+        for line in terminal_lines(report):
+            terminalreporter.write_line(line)
+        if report["budget_exceeded"]:
+            refused = sum(1 for r in report["refusals"] if r["scope"] == "session")
+            terminalreporter.write_line(
+                f"LLM BUDGET EXCEEDED: {refused} call(s) refused by the session budget "
+                f"(--llm-budget); the run fails.",
+                red=True,
+                bold=True,
+            )
+
+
+# -- fixtures ----------------------------------------------------------------------------------------------------
+def _session(request: pytest.FixtureRequest) -> CostguardSession:
+    return request.config.stash[_SESSION_KEY]
+
+
+@dataclass(frozen=True)
+class TestCost:
+    """This test's LLM spend so far."""
+
+    _session: CostguardSession
+    _nodeid: str
+
+    @property
+    def records(self) -> tuple[CostRecord, ...]:
+        """Every billed call this test made."""
+        return tuple(r for r in self._session.guard.records if r.tag == self._nodeid)
+
+    @property
+    def total(self) -> Decimal:
+        """USD spent."""
+        return sum((r.cost_usd for r in self.records), Decimal(0))
+
+    @property
+    def calls(self) -> int:
+        """Billed calls."""
+        return len(self.records)
+
+    @property
+    def limit(self) -> Decimal | None:
+        """The test's own budget, if any."""
+        ledger = self._session.test_ledgers.get(self._nodeid)
+        return None if ledger is None else ledger.limit
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """What the test may still spend under its own budget (None without one)."""
+        ledger = self._session.test_ledgers.get(self._nodeid)
+        return None if ledger is None else ledger.remaining
+
+
+@dataclass(frozen=True)
+class SessionBudget:
+    """The session budget: limit, spent, remaining."""
+
+    _session: CostguardSession
+
+    @property
+    def limit(self) -> Decimal | None:
+        """The session's cap (None without --llm-budget)."""
+        return self._session.settings.budget
+
+    @property
+    def spent(self) -> Decimal:
+        """USD settled so far in this process."""
+        return self._session.guard.ledger.spent
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """USD neither spent nor held by calls in flight (None without a budget)."""
+        ledger = self._session.guard.ledger
+        if ledger.limit is None:
+            return None
+        return max(ledger.limit - ledger.spent - ledger.reserved, Decimal(0))
+
+    @property
+    def refused(self) -> int:
+        """Calls refused by the session budget so far."""
+        return self._session.guard.session_refusals
+
+
+@pytest.fixture
+def llm_cost(request: pytest.FixtureRequest) -> TestCost:
+    """This test's LLM spend so far: total, calls, records, remaining."""
+    return TestCost(_session(request), request.node.nodeid)
+
+
+@pytest.fixture
+def llm_budget(request: pytest.FixtureRequest) -> SessionBudget:
+    """The session budget: limit, spent, remaining, refused."""
+    return SessionBudget(_session(request))
+
+
+@pytest.fixture
+def llm_client() -> Iterator[Any]:
+    """An `anthropic.Anthropic()` client, metered and routed like every client in the session."""
+    import anthropic
+
+    client = anthropic.Anthropic()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def llm_async_client() -> Any:
+    """An `anthropic.AsyncAnthropic()` client, metered and routed like every client in the session.
+
+    A plain fixture, so it works with any async test runner; its connections close with the event loop.
+    """
+    import anthropic
+
+    return anthropic.AsyncAnthropic()
+
+
+@pytest.fixture(scope="session")
+def llm_emulator() -> Iterator[Any]:
+    """A loopback Messages API emulator for the session; its `base_url` points a client at it."""
+    from .emulator import Emulator
+
+    with Emulator() as emulator:
+        yield emulator

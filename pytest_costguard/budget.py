@@ -1,0 +1,178 @@
+"""Budgets: the error a refused call raises, and the worst-case cost of a request before it is sent.
+
+The worst-case bound (`worst_case_cost`) is what makes a hard cap possible: a call is admitted only when its
+worst case fits in what is left of the budget. Its assumptions, documented in docs/budgets.md:
+
+* Input tokens <= UTF-8 bytes of the request's billed content serialized as compact JSON (system, messages,
+  tools). Claude's tokenizer is a byte-level BPE, so a text never has more tokens than bytes; the JSON keys and
+  punctuation more than cover the few template tokens the API adds per message.
+* Tool use adds a hidden system prompt (a few hundred tokens): `TOOL_PROMPT_ALLOWANCE` is added when tools are
+  given. Images and documents given by URL or file id are not in the request bytes: each adds
+  `REMOTE_IMAGE_ALLOWANCE` / `REMOTE_DOCUMENT_ALLOWANCE` tokens. Inline (base64) media are bounded by their bytes.
+* Output tokens <= `max_tokens` (thinking included).
+* Server web searches: `max_uses` of the tool, or `DEFAULT_WEB_SEARCH_USES`; each may add
+  `WEB_SEARCH_RESULT_ALLOWANCE` input tokens of results.
+* Input is priced at the dearest rate it could be billed at: the 1-hour cache write rate when a 1-hour
+  breakpoint is present, the 5-minute write rate when any breakpoint is, else the plain input rate; tiered
+  (long-context) prices are taken at the tier the bound falls in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from .pricing import PriceBook, Rates, default_price_book
+
+__all__ = [
+    "BudgetExceededError",
+    "input_token_bound",
+    "worst_case_cost",
+]
+
+TOOL_PROMPT_ALLOWANCE = 1_000
+REMOTE_IMAGE_ALLOWANCE = 10_000
+REMOTE_DOCUMENT_ALLOWANCE = 100_000
+DEFAULT_WEB_SEARCH_USES = 10
+WEB_SEARCH_RESULT_ALLOWANCE = 50_000
+_INLINE_SOURCES = {"base64", "text", "content"}
+
+
+def _usd(amount: Decimal) -> str:
+    """Format dollars for people: cents for large sums, enough digits to see small ones."""
+    if amount >= 1 or amount == 0:
+        return f"${amount:,.2f}"
+    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount >= Decimal("0.000001") else f"${amount:.2E}"
+
+
+class BudgetExceededError(Exception):
+    """A call was refused because its worst-case cost does not fit in what is left of a budget."""
+
+    def __init__(
+        self,
+        spent: Decimal | float,
+        limit: Decimal | float,
+        requested: Decimal | float | None = None,
+        *,
+        scope: str = "session",
+        reserved: Decimal | float = Decimal(0),
+    ) -> None:
+        self.spent = Decimal(str(spent))
+        self.limit = Decimal(str(limit))
+        self.requested = None if requested is None else Decimal(str(requested))
+        self.reserved = Decimal(str(reserved))
+        self.scope = scope
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        left = max(self.limit - self.spent - self.reserved, Decimal(0))
+        held = f", {_usd(self.reserved)} held by calls in flight" if self.reserved else ""
+        if self.requested is None:
+            return f"LLM {self.scope} budget exceeded: spent {_usd(self.spent)} of {_usd(self.limit)}"
+        return (
+            f"LLM {self.scope} budget would be exceeded: this call could cost up to {_usd(self.requested)}, "
+            f"but only {_usd(left)} of the {_usd(self.limit)} budget is left "
+            f"({_usd(self.spent)} spent{held}); the call was not sent"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_budget_error,
+            (self.spent, self.limit, self.requested, self.scope, self.reserved),
+        )
+
+
+def _rebuild_budget_error(
+    spent: Decimal, limit: Decimal, requested: Decimal | None, scope: str, reserved: Decimal
+) -> BudgetExceededError:
+    return BudgetExceededError(spent, limit, requested, scope=scope, reserved=reserved)
+
+
+def _walk_blocks(value: Any, counts: dict[str, int]) -> None:
+    """Count remote media and cache breakpoints anywhere in a request's content."""
+    if isinstance(value, Mapping):
+        if "cache_control" in value and isinstance(value["cache_control"], Mapping):
+            counts["breakpoints"] += 1
+            if value["cache_control"].get("ttl") == "1h":
+                counts["ttl_1h"] += 1
+        kind = value.get("type")
+        source = value.get("source")
+        if kind in ("image", "document") and isinstance(source, Mapping):
+            if source.get("type") not in _INLINE_SOURCES:
+                counts["remote_image" if kind == "image" else "remote_document"] += 1
+        for item in value.values():
+            if isinstance(item, (Mapping, list)):
+                _walk_blocks(item, counts)
+    elif isinstance(value, list):
+        for item in value:
+            _walk_blocks(item, counts)
+
+
+def _web_search_uses(tools: Any) -> int:
+    uses = 0
+    if isinstance(tools, list):
+        for tool in tools:
+            if isinstance(tool, Mapping) and str(tool.get("type", "")).startswith("web_search"):
+                max_uses = tool.get("max_uses")
+                uses += max_uses if isinstance(max_uses, int) and max_uses >= 0 else DEFAULT_WEB_SEARCH_USES
+    return uses
+
+
+def _scan(request: Mapping[str, Any]) -> tuple[int, dict[str, int]]:
+    """Return the input-token bound of `request` and what it holds (breakpoints, 1h TTLs, remote media)."""
+    billed = {key: request[key] for key in ("system", "messages", "tools") if key in request}
+    size = len(json.dumps(billed, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8"))
+    counts = {"breakpoints": 0, "ttl_1h": 0, "remote_image": 0, "remote_document": 0}
+    _walk_blocks(billed, counts)
+    top = request.get("cache_control")
+    if isinstance(top, Mapping):
+        counts["breakpoints"] += 1
+        counts["ttl_1h"] += top.get("ttl") == "1h"
+    bound = size + counts["remote_image"] * REMOTE_IMAGE_ALLOWANCE
+    bound += counts["remote_document"] * REMOTE_DOCUMENT_ALLOWANCE
+    if request.get("tools"):
+        bound += TOOL_PROMPT_ALLOWANCE
+    bound += _web_search_uses(request.get("tools")) * WEB_SEARCH_RESULT_ALLOWANCE
+    return bound, counts
+
+
+def input_token_bound(request: Mapping[str, Any]) -> int:
+    """Return an upper bound on the input tokens a Messages request can be billed for."""
+    return _scan(request)[0]
+
+
+def worst_case_from_rates(request: Mapping[str, Any], rates: Rates) -> Decimal:
+    """Return the most `request` can cost at `rates` (see the module docstring for the assumptions)."""
+    tokens_in, counts = _scan(request)
+    input_rate = rates.input.at(tokens_in)
+    if counts["breakpoints"]:
+        input_rate = max(input_rate, rates.cache_write_5m.at(tokens_in))
+    if counts["ttl_1h"]:
+        input_rate = max(input_rate, rates.cache_write_1h.at(tokens_in))
+    max_tokens = request.get("max_tokens")
+    tokens_out = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 0
+    cost = (tokens_in * input_rate + tokens_out * rates.output.at(tokens_in)) / Decimal(1_000_000)
+    searches = _web_search_uses(request.get("tools"))
+    if searches:
+        cost += searches * rates.web_search_per_1k / 1000
+    if request.get("inference_geo") == "us":
+        # US-only inference costs 1.1x on recent models; genai-prices does not model it, so bound it here.
+        cost *= Decimal("1.1")
+    return cost
+
+
+def worst_case_cost(
+    request: Mapping[str, Any], prices: PriceBook | None = None, *, model: str | None = None
+) -> Decimal:
+    """Return an upper bound on what a Messages request can cost, before it is sent.
+
+    Priced at `model` when given (the routed model), else at the request's own `model`.
+    Raises `UnknownModelPrice` when no price is known for that model.
+    """
+    name = model or request.get("model")
+    if not isinstance(name, str) or not name:
+        raise ValueError("the request names no model: cannot bound its cost")
+    rates = (prices or default_price_book()).rates(name, fast=request.get("speed") == "fast")
+    return worst_case_from_rates(request, rates)

@@ -1,0 +1,274 @@
+"""The guard: admits, routes and meters every intercepted LLM call, whatever client made it.
+
+Provider adapters (`providers/anthropic.py`) call `begin` before an HTTP attempt is sent and `settle` or
+`release` when it ends. The guard is provider-neutral: it sees request bodies, usages and money.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from .budget import BudgetExceededError, worst_case_from_rates
+from .caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
+from .ledger import InMemoryLedger, Ledger, Reservation
+from .pricing import PriceBook, Rates, Usage, UnknownModelPrice, default_price_book
+from .routing import RoutePolicy
+from .tracking import CostRecord
+
+__all__ = ["CostGuard", "GuardConfig", "Refusal", "Scope", "Ticket"]
+
+Bound = Callable[[Mapping[str, Any], Rates], Decimal]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    """How the guard treats calls."""
+
+    route: RoutePolicy = field(default_factory=RoutePolicy)
+    """Which model each request is sent to."""
+    auto_cache: bool = False
+    """Mark a long system prompt cacheable once it recurs."""
+    cache_minimums: CacheMinimums = DEFAULT_MINIMUMS
+    """Minimum cacheable prompt length per model."""
+    prices: PriceBook = field(default_factory=default_price_book)
+    """Where prices come from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Who is spending now: a test (its node id and own budget) or the session."""
+
+    tag: str | None = None
+    """The node id of the running test; None outside tests."""
+    ledger: InMemoryLedger | None = None
+    """The test's own budget, when it has one."""
+    pinned_model: str | None = None
+    """A model the test pinned: routing never changes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A call the guard refused."""
+
+    tag: str | None
+    """The test that made it."""
+    scope: str
+    """Which budget refused it: "session" or "test <nodeid>"."""
+    amount: Decimal
+    """Its worst-case cost."""
+    message: str
+    """The refusal as the caller saw it."""
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One admitted HTTP attempt: what was held for it and how to record it."""
+
+    tag: str | None
+    requested_model: str
+    model: str
+    worst_case: Decimal
+    max_tokens: int
+    streamed: bool
+    retries: int
+    holds: list[tuple[Ledger, Reservation]]
+    done: bool = False
+
+
+class CostGuard:
+    """Admit, route and meter calls against a session ledger; keep every billed call's record."""
+
+    def __init__(self, config: GuardConfig | None = None, ledger: Ledger | None = None) -> None:
+        self.config = config or GuardConfig()
+        self.ledger: Ledger = ledger if ledger is not None else InMemoryLedger()
+        self.scope = Scope()
+        self.records: list[CostRecord] = []
+        self.refusals: list[Refusal] = []
+        self.failed_attempts = 0
+        self._open: dict[int, Ticket] = {}
+        self._prompt_counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.listeners: list[Callable[[CostRecord], None]] = []
+
+    # -- admission -----------------------------------------------------------------------------------------
+    def begin(
+        self,
+        body: Mapping[str, Any],
+        *,
+        streamed: bool,
+        retries: int = 0,
+        bound: Bound = worst_case_from_rates,
+    ) -> tuple[Ticket, Mapping[str, Any]]:
+        """Route and admit one attempt; return its ticket and the body to send.
+
+        Raises `BudgetExceededError` (nothing is sent) when its worst case does not fit a budget, and
+        `UnknownModelPrice` when the model it would go to has no known price.
+        """
+        scope = self.scope
+        requested = str(body.get("model", ""))
+        decision = self.config.route.route(requested, body, pinned=scope.pinned_model)
+        if decision.model != requested:
+            body = {**body, "model": decision.model}
+        if self.config.auto_cache:
+            body = self._maybe_cache(body)
+        rates = self.config.prices.rates(decision.model, fast=body.get("speed") == "fast")
+        worst = bound(body, rates)
+        holds: list[tuple[Ledger, Reservation]] = []
+        try:
+            if scope.ledger is not None:
+                holds.append((scope.ledger, scope.ledger.reserve(worst)))
+            holds.append((self.ledger, self.ledger.reserve(worst)))
+        except BudgetExceededError as exc:
+            for ledger, reservation in holds:
+                ledger.release(reservation)
+            with self._lock:
+                self.refusals.append(Refusal(scope.tag, exc.scope, worst, str(exc)))
+            raise
+        max_tokens = body.get("max_tokens")
+        ticket = Ticket(
+            tag=scope.tag,
+            requested_model=requested,
+            model=decision.model,
+            worst_case=worst,
+            max_tokens=max_tokens if isinstance(max_tokens, int) else 0,
+            streamed=streamed,
+            retries=retries,
+            holds=holds,
+        )
+        with self._lock:
+            self._open[id(ticket)] = ticket
+        return ticket, body
+
+    def _maybe_cache(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        system = body.get("system")
+        if not system:
+            return body
+        digest = hashlib.blake2b(repr((body.get("model"), system)).encode(), digest_size=16).hexdigest()
+        with self._lock:
+            seen = self._prompt_counts.get(digest, 0)
+            self._prompt_counts[digest] = seen + 1
+        if seen == 0:
+            # A prompt seen once is sent uncached: a cache write costs 1.25x and may never be read.
+            return body
+        marked = mark_system_prompt_cacheable(body, minimums=self.config.cache_minimums)
+        return marked if marked is not None else body
+
+    # -- settlement ----------------------------------------------------------------------------------------
+    def _close(self, ticket: Ticket) -> bool:
+        with self._lock:
+            if ticket.done:
+                return False
+            ticket.done = True
+            self._open.pop(id(ticket), None)
+            return True
+
+    def release(self, ticket: Ticket) -> None:
+        """End an attempt that was not billed (an error status or a connection failure)."""
+        if not self._close(ticket):
+            return
+        for ledger, reservation in ticket.holds:
+            ledger.release(reservation)
+        with self._lock:
+            self.failed_attempts += 1
+
+    def settle(
+        self, ticket: Ticket, usage: Usage | None, model: str | None = None, *, estimated: bool = False
+    ) -> CostRecord:
+        """End an attempt that was billed: record its real cost (or its worst case when usage is missing)."""
+        billed_model = model or ticket.model
+        prices = self.config.prices
+        if usage is None:
+            record = CostRecord(
+                model=billed_model,
+                input_tokens=0,
+                output_tokens=0,
+                cost_usd=ticket.worst_case,
+                requested_model=ticket.requested_model,
+                tag=ticket.tag,
+                streamed=ticket.streamed,
+                retries=ticket.retries,
+                estimated=True,
+            )
+        else:
+            try:
+                cost = prices.cost(usage, billed_model)
+            except UnknownModelPrice:
+                # The response names a model we cannot price (an unexpected alias): bill it at the model we
+                # admitted it for, whose price we know.
+                cost = prices.cost(usage, ticket.model)
+            record = CostRecord(
+                model=billed_model,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=cost,
+                requested_model=ticket.requested_model,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                cache_read_input_tokens=usage.cache_read_input_tokens,
+                web_search_requests=usage.web_search_requests,
+                tag=ticket.tag,
+                streamed=ticket.streamed,
+                retries=ticket.retries,
+                estimated=estimated,
+                cost_at_requested_usd=self._cost_or_none(usage, ticket.requested_model),
+                cost_uncached_usd=self._cost_or_none(_uncached(usage), billed_model),
+            )
+        if not self._close(ticket):
+            return record
+        for ledger, reservation in ticket.holds:
+            ledger.settle(reservation, record)
+        with self._lock:
+            self.records.append(record)
+        for listener in self.listeners:
+            listener(record)
+        return record
+
+    def settle_incomplete(self, ticket: Ticket, usage: Usage | None, model: str | None = None) -> CostRecord:
+        """Charge an attempt whose usage never fully arrived (a stream cut or abandoned) conservatively.
+
+        Input is what the stream reported at its start; output is `max_tokens`, the most that may have been
+        generated and billed. Without even a start, the whole worst case is charged.
+        """
+        if usage is None:
+            return self.settle(ticket, None, model)
+        full = replace(usage, output_tokens=max(usage.output_tokens, ticket.max_tokens))
+        return self.settle(ticket, full, model, estimated=True)
+
+    def settle_open(self) -> None:
+        """Charge every attempt still open (streams never closed) at its worst case."""
+        with self._lock:
+            tickets = list(self._open.values())
+        for ticket in tickets:
+            self.settle(ticket, None)
+
+    def _cost_or_none(self, usage: Usage, model: str) -> Decimal | None:
+        try:
+            return self.config.prices.cost(usage, model)
+        except (UnknownModelPrice, ValueError):
+            return None
+
+    # -- views ---------------------------------------------------------------------------------------------
+    @property
+    def total_cost(self) -> Decimal:
+        """Money billed by this process's calls."""
+        with self._lock:
+            return sum((r.cost_usd for r in self.records), Decimal(0))
+
+    @property
+    def session_refusals(self) -> int:
+        """Calls refused by the session budget."""
+        return sum(1 for r in self.refusals if r.scope == "session")
+
+
+def _uncached(usage: Usage) -> Usage:
+    return replace(
+        usage,
+        input_tokens=usage.total_input_tokens,
+        cache_write_5m_tokens=0,
+        cache_write_1h_tokens=0,
+        cache_read_input_tokens=0,
+    )

@@ -1,0 +1,1 @@
+"""Provider adapters: how each SDK's calls reach the provider-neutral `CostGuard`."""

@@ -1,0 +1,381 @@
+"""Meter every Anthropic Messages call through the SDK's public client middleware.
+
+`CostGuardMiddleware` runs once per HTTP attempt, inside the SDK's retry loop: it routes and admits the
+attempt before it is sent, releases it when the attempt fails (4xx/5xx or no connection: not billed), and
+settles it from the response's usage. Streamed responses are metered as their bytes pass to the SDK, and
+settled when the stream is closed, completely or not.
+
+`install()` makes every client the process builds carry the middleware, without touching user code: it
+wraps the SDK's client constructors once `anthropic` is imported (by anyone, at any time).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..guard import CostGuard, Ticket
+from ..pricing import Usage, usage_from_response
+
+if TYPE_CHECKING:
+    from anthropic import APIRequest
+
+__all__ = ["SSEMeter", "install", "is_installed", "middleware_for", "prepare", "uninstall"]
+
+_MESSAGES_PATHS = ("/v1/messages", "/messages")
+_EXCLUDED = ("count_tokens", "batches")
+
+
+def is_messages_call(method: str, url: str, body: Any) -> bool:
+    """Return whether an outgoing request is a billable Messages call."""
+    if method.lower() != "post" or not isinstance(body, dict):
+        return False
+    path = url.split("?", 1)[0].rstrip("/")
+    return path.endswith(_MESSAGES_PATHS) and not any(part in path for part in _EXCLUDED)
+
+
+class SSEMeter:
+    """Follow a Messages SSE stream's bytes and keep the usage it reports.
+
+    `message_start` carries the input and cache counts; `message_delta` carries the cumulative output count
+    (overwrite, never add). The stream is complete only once `message_delta` has arrived.
+    """
+
+    __slots__ = ("_buffer", "_usage", "complete", "error", "model")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._usage: dict[str, Any] | None = None
+        self.model: str | None = None
+        self.complete = False
+        self.error = False
+
+    def feed(self, chunk: bytes) -> None:
+        """Consume raw bytes of the stream."""
+        self._buffer += chunk
+        while True:
+            cut = _event_end(self._buffer)
+            if cut is None:
+                return
+            raw, self._buffer = self._buffer[: cut[0]], self._buffer[cut[1] :]
+            self._on_event(raw)
+
+    def _on_event(self, raw: bytes) -> None:
+        data = b"".join(
+            line[5:].lstrip(b" ") for line in raw.splitlines() if line.startswith(b"data:")
+        )
+        if not data:
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self.model = message.get("model") or self.model
+            usage = message.get("usage")
+            if isinstance(usage, dict):
+                self._usage = dict(usage)
+        elif kind == "message_delta":
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                merged = dict(self._usage or {})
+                merged.update({k: v for k, v in usage.items() if v is not None})
+                self._usage = merged
+                self.complete = True
+        elif kind == "error":
+            self.error = True
+
+    @property
+    def usage(self) -> Usage | None:
+        """The usage seen so far, or None when the stream reported none."""
+        return None if self._usage is None else usage_from_response(self._usage)
+
+
+def _event_end(buffer: bytes) -> tuple[int, int] | None:
+    """Find the end of the first complete SSE event: (end of event, start of the next)."""
+    best: tuple[int, int] | None = None
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        at = buffer.find(sep)
+        if at != -1 and (best is None or at < best[0]):
+            best = (at, at + len(sep))
+    return best
+
+
+def _finish_stream(guard: CostGuard, ticket: Ticket, meter: SSEMeter) -> None:
+    if meter.complete and not meter.error:
+        guard.settle(ticket, meter.usage, meter.model)
+    else:
+        guard.settle_incomplete(ticket, meter.usage, meter.model)
+
+
+def _metered_sync_stream(inner: Any, guard: CostGuard, ticket: Ticket) -> Any:
+    import httpx2
+
+    class MeteredStream(httpx2.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            meter = self._meter
+            for chunk in inner:
+                meter.feed(chunk)
+                yield chunk
+
+        def close(self) -> None:
+            try:
+                inner.close()
+            finally:
+                _finish_stream(guard, ticket, self._meter)
+
+        _meter = SSEMeter()
+
+    return MeteredStream()
+
+
+def _metered_async_stream(inner: Any, guard: CostGuard, ticket: Ticket) -> Any:
+    import httpx2
+
+    class MeteredStream(httpx2.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            meter = self._meter
+            async for chunk in inner:
+                meter.feed(chunk)
+                yield chunk
+
+        async def aclose(self) -> None:
+            try:
+                await inner.aclose()
+            finally:
+                _finish_stream(guard, ticket, self._meter)
+
+        _meter = SSEMeter()
+
+    return MeteredStream()
+
+
+def _body_usage(content: bytes) -> tuple[Usage | None, str | None]:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return None, None
+    if not isinstance(body, dict) or not isinstance(body.get("usage"), dict):
+        return None, body.get("model") if isinstance(body, dict) else None
+    return usage_from_response(body["usage"]), body.get("model")
+
+
+def _is_sse(http_response: Any) -> bool:
+    return "text/event-stream" in http_response.headers.get("content-type", "")
+
+
+class _Middleware:
+    """Shared logic of the sync and async middleware: admission before, settlement after."""
+
+    def __init__(self, guard: Callable[[], CostGuard | None]) -> None:
+        self._guard = guard
+
+    def _admit(self, request: APIRequest) -> tuple[CostGuard, Ticket, APIRequest] | None:
+        guard = self._guard()
+        body = request.json
+        if guard is None or not is_messages_call(request.method, request.url, body):
+            return None
+        assert isinstance(body, dict)
+        ticket, sent = guard.begin(body, streamed=bool(body.get("stream")), retries=request.retries_taken)
+        if sent is not body:
+            request = request.copy(body=dict(sent))
+        return guard, ticket, request
+
+
+def _observe(guard: CostGuard, ticket: Ticket, http: Any, wrap: Callable[..., Any]) -> bool:
+    """Settle or release what can be from the response's head; return whether its body must be read."""
+    if not http.is_success:
+        guard.release(ticket)
+        return False
+    if not _is_sse(http):
+        return True
+    if http.is_closed or http.is_stream_consumed:
+        meter = SSEMeter()
+        meter.feed(http.content)
+        _finish_stream(guard, ticket, meter)
+    else:
+        http.stream = wrap(http.stream, guard, ticket)
+    return False
+
+
+def _settle_body(guard: CostGuard, ticket: Ticket, content: bytes) -> None:
+    usage, model = _body_usage(content)
+    # A 200 without readable usage (malformed, or usage missing) was billed something: charge the worst case.
+    guard.settle(ticket, usage, model, estimated=usage is None)
+
+
+def _make_middleware_class() -> type[Any]:
+    from anthropic import Middleware
+
+    class CostGuardMiddleware(_Middleware, Middleware):
+        """Anthropic client middleware that meters Messages calls through a `CostGuard`."""
+
+        def handle(self, request: APIRequest, call_next: Any) -> Any:
+            admitted = self._admit(request)
+            if admitted is None:
+                return call_next(request)
+            guard, ticket, request = admitted
+            try:
+                response = call_next(request)
+            except BaseException:
+                guard.release(ticket)
+                raise
+            http = response.http_response
+            if _observe(guard, ticket, http, _metered_sync_stream):
+                try:
+                    content = http.read()
+                except BaseException:
+                    guard.settle_incomplete(ticket, None)
+                    raise
+                _settle_body(guard, ticket, content)
+            return response
+
+        async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
+            admitted = self._admit(request)
+            if admitted is None:
+                return await call_next(request)
+            guard, ticket, request = admitted
+            try:
+                response = await call_next(request)
+            except BaseException:
+                guard.release(ticket)
+                raise
+            http = response.http_response
+            if _observe(guard, ticket, http, _metered_async_stream):
+                try:
+                    content = await http.aread()
+                except BaseException:
+                    guard.settle_incomplete(ticket, None)
+                    raise
+                _settle_body(guard, ticket, content)
+            return response
+
+    return CostGuardMiddleware
+
+
+_middleware_class: type[Any] | None = None
+
+
+def middleware_for(guard: CostGuard | Callable[[], CostGuard | None]) -> Any:
+    """Return an Anthropic `Middleware` metering calls through `guard` (or the guard a callable returns).
+
+    For applications: `anthropic.Anthropic(middleware=[middleware_for(guard)])`.
+    """
+    global _middleware_class
+    if _middleware_class is None:
+        _middleware_class = _make_middleware_class()
+    getter = guard if callable(guard) and not isinstance(guard, CostGuard) else (lambda: guard)
+    return _middleware_class(getter)
+
+
+# -- process-wide installation -------------------------------------------------------------------------------
+_active: CostGuard | None = None
+_shared_middleware: Any = None
+_patched: list[tuple[Any, Any]] = []
+
+
+def _active_guard() -> CostGuard | None:
+    return _active
+
+
+class _AnthropicImportHook:
+    """A meta-path finder that patches the SDK right after `anthropic._base_client` is first imported."""
+
+    target = "anthropic._base_client"
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.target:
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return None
+        loader = spec.loader
+        original_exec = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            original_exec(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            # The rest of `anthropic` is still importing; patch once `_base_client` itself is complete.
+            _patch_base_client_module(module)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def _patch_base_client_module(module: Any) -> None:
+    global _shared_middleware
+    if _patched:
+        return
+    _shared_middleware = _LazyMiddleware()
+    for cls in (module.SyncAPIClient, module.AsyncAPIClient):
+        original = cls.__init__
+
+        def wrapped(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
+            _shared_middleware.resolve()
+            chain = tuple(kwargs.get("middleware") or ())
+            if not any(entry is _shared_middleware.instance for entry in chain):
+                kwargs["middleware"] = (*chain, _shared_middleware.instance)
+            __original(self, *args, **kwargs)
+
+        wrapped.__wrapped__ = original  # type: ignore[attr-defined]
+        cls.__init__ = wrapped  # type: ignore[method-assign]
+        _patched.append((cls, original))
+
+
+class _LazyMiddleware:
+    """Builds the shared middleware on first client construction, once `anthropic` is fully imported."""
+
+    instance: Any = None
+
+    def resolve(self) -> None:
+        if self.instance is None:
+            self.instance = middleware_for(_active_guard)
+
+
+_hook: _AnthropicImportHook | None = None
+
+
+def prepare() -> None:
+    """Make every Anthropic client built from now on carry the shared middleware (idle until `install`)."""
+    global _hook
+    if _patched:
+        return
+    if "anthropic._base_client" in sys.modules:
+        _patch_base_client_module(sys.modules["anthropic._base_client"])
+    elif _hook is None:
+        _hook = _AnthropicImportHook()
+        sys.meta_path.insert(0, _hook)
+
+
+def install(guard: CostGuard) -> None:
+    """Meter every Anthropic client in this process through `guard`, including clients built later."""
+    global _active
+    _active = guard
+    prepare()
+
+
+def uninstall() -> None:
+    """Stop metering: clients keep the middleware, which then passes calls through untouched."""
+    global _active, _hook
+    _active = None
+    if _hook is not None and _hook in sys.meta_path:
+        sys.meta_path.remove(_hook)
+    _hook = None
+
+
+def is_installed() -> bool:
+    """Return whether a guard is active."""
+    return _active is not None

@@ -1,0 +1,311 @@
+"""Cost reports: one JSON document (schema "pytest-costguard/1"), Markdown and terminal tables built from it.
+
+Pure functions of records and outcomes: no pytest import, so `costguard merge` and `costguard report` use
+the same code as the plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from .tracking import CostRecord
+
+__all__ = [
+    "SCHEMA",
+    "ReportError",
+    "build_report",
+    "format_usd",
+    "load_report",
+    "render_markdown",
+    "terminal_lines",
+    "write_report",
+]
+
+SCHEMA = "pytest-costguard/1"
+SESSION_LINE = "<session>"
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+class ReportError(ValueError):
+    """A report file that cannot be read or is not a pytest-costguard report."""
+
+
+def _num(amount: Decimal) -> float:
+    """Convert money to a JSON number at the edge, to 10 decimal places (far below a token's price)."""
+    return float(round(amount, 10))
+
+
+def format_usd(amount: Decimal | float) -> str:
+    """Format dollars for people: cents for sums of a dollar or more, significant digits below."""
+    value = Decimal(str(amount))
+    if value == 0:
+        return "$0.00"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    if abs(value) >= Decimal("0.0001"):
+        return f"${value:.4f}"
+    return f"${value:.6f}"
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalInfo:
+    """A refused call, as reported."""
+
+    nodeid: str | None
+    """The test that made it."""
+    scope: str
+    """The budget that refused it."""
+    worst_case_usd: Decimal
+    """Its worst-case cost."""
+    message: str
+    """What the caller was told."""
+
+
+def _blank_totals() -> dict[str, Any]:
+    return {"cost": Decimal(0), "calls": 0, "estimated": 0, **{f: 0 for f in _TOKEN_FIELDS}}
+
+
+def _add(totals: dict[str, Any], record: CostRecord) -> None:
+    totals["cost"] += record.cost_usd
+    totals["calls"] += 1
+    totals["estimated"] += record.estimated
+    totals["input_tokens"] += record.input_tokens
+    totals["output_tokens"] += record.output_tokens
+    totals["cache_read_input_tokens"] += record.cache_read_input_tokens
+    totals["cache_creation_input_tokens"] += record.cache_creation_input_tokens
+
+
+def _totals_json(totals: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "cost_usd": _num(totals["cost"]),
+        "calls": totals["calls"],
+        **{f: totals[f] for f in _TOKEN_FIELDS},
+        "estimated_calls": totals["estimated"],
+    }
+
+
+def record_json(record: CostRecord) -> dict[str, Any]:
+    """Return one call as its JSON report entry."""
+    return {
+        "nodeid": record.tag,
+        "requested_model": record.requested_model or record.model,
+        "model": record.model,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cache_read_input_tokens": record.cache_read_input_tokens,
+        "cache_creation_input_tokens": record.cache_creation_input_tokens,
+        "web_search_requests": record.web_search_requests,
+        "cost_usd": _num(record.cost_usd),
+        "streamed": record.streamed,
+        "retries": record.retries,
+        "estimated": record.estimated,
+    }
+
+
+def build_report(
+    records: Iterable[CostRecord],
+    outcomes: Mapping[str, str],
+    *,
+    budget: Decimal | None = None,
+    budget_per_test: Decimal | None = None,
+    refusals: Sequence[RefusalInfo] = (),
+    failed_attempts: int = 0,
+    labels: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the JSON report of a run from its billed calls and its tests' outcomes."""
+    per_test: dict[str, dict[str, Any]] = {nodeid: _blank_totals() for nodeid in outcomes}
+    session = _blank_totals()
+    by_model: dict[str, dict[str, Any]] = {}
+    total = Decimal(0)
+    routing_saved = Decimal(0)
+    caching_saved = Decimal(0)
+    calls = []
+    for record in records:
+        total += record.cost_usd
+        target = per_test.setdefault(record.tag, _blank_totals()) if record.tag is not None else session
+        _add(target, record)
+        _add(by_model.setdefault(record.model, _blank_totals()), record)
+        if record.cost_uncached_usd is not None:
+            caching_saved += record.cost_uncached_usd - record.cost_usd
+        if record.cost_at_requested_usd is not None and record.requested_model not in (None, record.model):
+            routing_saved += record.cost_at_requested_usd - record.cost_usd
+        calls.append(record_json(record))
+    tests = [
+        {"nodeid": nodeid, "outcome": outcomes.get(nodeid, "unknown"), **_totals_json(totals)}
+        for nodeid, totals in per_test.items()
+    ]
+    session_refusals = [r for r in refusals if r.scope == "session"]
+    return {
+        "schema": SCHEMA,
+        "currency": "USD",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(dict(labels) if labels else {}),
+        "budget_usd": None if budget is None else _num(budget),
+        "budget_per_test_usd": None if budget_per_test is None else _num(budget_per_test),
+        "total_cost_usd": _num(total),
+        "budget_exceeded": bool(session_refusals),
+        "refused_calls": len(refusals),
+        "refusals": [
+            {
+                "nodeid": r.nodeid,
+                "scope": r.scope,
+                "worst_case_usd": _num(r.worst_case_usd),
+                "message": r.message,
+            }
+            for r in refusals
+        ],
+        "failed_attempts": failed_attempts,
+        "estimated_calls": sum(1 for c in calls if c["estimated"]),
+        "tests": tests,
+        "session": _totals_json(session),
+        "calls": calls,
+        "by_model": {model: _totals_json(t) for model, t in sorted(by_model.items())},
+        "savings": {
+            "routing_usd": _num(routing_saved),
+            "caching_usd": _num(caching_saved),
+            "total_usd": _num(routing_saved + caching_saved),
+        },
+    }
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def budget_line(report: Mapping[str, Any]) -> str:
+    """Return "$1.23 of $2.00, 61.5%" (or just the total without a budget)."""
+    total = report["total_cost_usd"]
+    budget = report.get("budget_usd")
+    if not budget:
+        return f"{format_usd(total)} (no budget)"
+    return f"{format_usd(total)} of {format_usd(budget)}, {total / budget * 100:.1f}%"
+
+
+def _expensive(report: Mapping[str, Any], top: int) -> list[Mapping[str, Any]]:
+    billed = [t for t in report["tests"] if t["calls"]]
+    return sorted(billed, key=lambda t: (-t["cost_usd"], t["nodeid"]))[:top]
+
+
+def render_markdown(report: Mapping[str, Any], *, top: int = 20) -> str:
+    """Render a report as Markdown (for CI step summaries and pull-request comments)."""
+    title = "LLM cost report"
+    if report.get("backend") == "emulator":
+        title += " (emulator: simulated costs)"
+    lines = [f"## {title}", ""]
+    if report["budget_exceeded"]:
+        lines += ["**Budget exceeded: calls were refused by the session budget.**", ""]
+    lines += [
+        f"- Total: **{budget_line(report)}**",
+        f"- Calls: {len(report['calls'])}, refused: {report['refused_calls']}, "
+        f"failed attempts (not billed): {report['failed_attempts']}, estimated: {report['estimated_calls']}",
+        f"- Saved: {format_usd(report['savings']['total_usd'])} "
+        f"(routing {format_usd(report['savings']['routing_usd'])}, "
+        f"caching {format_usd(report['savings']['caching_usd'])})",
+        "",
+        "### Most expensive tests",
+        "",
+    ]
+    lines += _table(
+        ("Test", "Calls", "Input", "Output", "Cache read", "Cost"),
+        (
+            (
+                f"`{t['nodeid']}`",
+                str(t["calls"]),
+                str(t["input_tokens"]),
+                str(t["output_tokens"]),
+                str(t["cache_read_input_tokens"]),
+                format_usd(t["cost_usd"]),
+            )
+            for t in _expensive(report, top)
+        ),
+    )
+    lines += ["", "### By model", ""]
+    lines += _table(
+        ("Model", "Calls", "Input", "Output", "Cost"),
+        (
+            (f"`{m}`", str(t["calls"]), str(t["input_tokens"]), str(t["output_tokens"]), format_usd(t["cost_usd"]))
+            for m, t in report["by_model"].items()
+        ),
+    )
+    for extra in report.get("markdown_sections", ()):
+        lines += ["", extra]
+    return "\n".join(lines) + "\n"
+
+
+def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
+    """Render a report as plain lines for the terminal summary."""
+    out: list[str] = []
+    expensive = _expensive(report, top)
+    if expensive:
+        width = min(max(len(t["nodeid"]) for t in expensive), 70)
+        out.append(f"{'test':<{width}}  {'calls':>5}  {'in tok':>8}  {'out tok':>8}  {'cost':>10}")
+        for t in expensive:
+            nodeid = t["nodeid"] if len(t["nodeid"]) <= width else "..." + t["nodeid"][-(width - 3) :]
+            out.append(
+                f"{nodeid:<{width}}  {t['calls']:>5}  {t['input_tokens']:>8}  {t['output_tokens']:>8}  "
+                f"{format_usd(t['cost_usd']):>10}"
+            )
+    session = report["session"]
+    if session["calls"]:
+        out.append(f"outside tests: {session['calls']} calls, {format_usd(session['cost_usd'])}")
+    out.append("by model: " + ", ".join(
+        f"{m} {t['calls']} calls {format_usd(t['cost_usd'])}" for m, t in report["by_model"].items()
+    ))
+    out.append(f"budget used: {budget_line(report)}")
+    savings = report["savings"]
+    out.append(
+        f"saved: {format_usd(savings['total_usd'])} (routing {format_usd(savings['routing_usd'])}, "
+        f"caching {format_usd(savings['caching_usd'])})"
+    )
+    if report["failed_attempts"] or report["estimated_calls"]:
+        out.append(
+            f"failed attempts (not billed): {report['failed_attempts']}; "
+            f"estimated (incomplete usage, charged conservatively): {report['estimated_calls']}"
+        )
+    if report["refused_calls"]:
+        out.append(f"refused calls: {report['refused_calls']}")
+    return out
+
+
+def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write a report as JSON (`.json`) or Markdown (`.md`), atomically."""
+    target = Path(path)
+    if target.suffix.lower() == ".json":
+        text = json.dumps(report, indent=2) + "\n"
+    elif target.suffix.lower() in (".md", ".markdown"):
+        text = render_markdown(report)
+    else:
+        raise ReportError(f"{target}: a report path must end in .json or .md")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON report, refusing anything that is not a pytest-costguard/1 report."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ReportError(f"{path}: not a JSON report ({exc})") from None
+    if not isinstance(data, dict) or "schema" not in data:
+        raise ReportError(f"{path}: not a pytest-costguard report (no schema field)")
+    if data["schema"] != SCHEMA:
+        raise ReportError(f"{path}: schema {data['schema']!r} is not {SCHEMA!r}")
+    if data.get("currency", "USD") != "USD":
+        raise ReportError(f"{path}: currency {data['currency']!r} is not USD")
+    for key in ("total_cost_usd", "tests", "calls"):
+        if key not in data:
+            raise ReportError(f"{path}: the report has no {key!r}")
+    return data

@@ -1,0 +1,183 @@
+"""Parse and validate the plugin's settings from their raw text (CLI or ini), naming where each came from.
+
+No pytest import: the plugin hands in raw strings and turns `SettingsError` into a usage error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+from .pricing import PriceBook, PriceOverride, UnknownModelPrice
+from .routing import RoutePolicy, RoutingConfig, parse_route_map, parse_route_mode
+
+__all__ = ["Settings", "SettingsError", "parse_prices", "parse_usd", "resolve_settings"]
+
+CacheMode = Literal["off", "auto"]
+
+
+class SettingsError(ValueError):
+    """A setting's value is not valid; the message names the setting and the value."""
+
+
+def parse_usd(value: object, *, source: str) -> Decimal:
+    """Parse a non-negative, finite dollar amount ("2", "2.00", "$0.50")."""
+    text = str(value).strip()
+    try:
+        amount = Decimal(text.removeprefix("$").replace(",", "").replace("_", ""))
+    except (InvalidOperation, ValueError):
+        raise SettingsError(f"{source}: {text!r} is not a dollar amount (use e.g. 2.00)") from None
+    if not amount.is_finite():
+        raise SettingsError(f"{source}: {text!r} is not a finite dollar amount")
+    if amount < 0:
+        raise SettingsError(f"{source}: {text!r} is negative; a budget is 0 or more dollars")
+    return amount
+
+
+_PRICE_KEYS = {"input", "output", "cache_write", "cache_write_1h", "cache_read", "web_search_per_1k"}
+
+
+def parse_prices(lines: Sequence[str], *, source: str) -> dict[str, PriceOverride]:
+    """Parse `model = input=3 output=15 [cache_write=3.75] [cache_write_1h=6] [cache_read=0.3]` lines.
+
+    Prices are USD per million tokens (web searches per thousand).
+    """
+    overrides: dict[str, PriceOverride] = {}
+    for number, raw in enumerate(lines, start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        model, equals, rest = (part.strip() for part in line.partition("="))
+        if not equals or not model or " " in model:
+            raise SettingsError(f"{source} line {number}: {line!r} is not 'model = input=N output=N ...'")
+        values: dict[str, Decimal] = {}
+        for item in rest.split():
+            key, eq, amount = item.partition("=")
+            if not eq or key not in _PRICE_KEYS:
+                raise SettingsError(
+                    f"{source} line {number}: {item!r} is not one of "
+                    f"{', '.join(sorted(k + '=N' for k in _PRICE_KEYS))}"
+                )
+            values[key] = parse_usd(amount, source=f"{source} line {number} {key}")
+        if "input" not in values or "output" not in values:
+            raise SettingsError(f"{source} line {number}: {model!r} needs both input= and output= prices")
+        overrides[model] = PriceOverride(**values)  # type: ignore[arg-type]
+    return overrides
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the plugin was configured with, validated."""
+
+    budget: Decimal | None = None
+    """Hard cap for the session, USD."""
+    budget_per_test: Decimal | None = None
+    """Default hard cap for each test, USD."""
+    route: RoutePolicy = field(default_factory=RoutePolicy)
+    """Which model each request is sent to."""
+    cache: CacheMode = "off"
+    """Prompt caching of recurring long system prompts."""
+    reports: tuple[str, ...] = ()
+    """Report paths (.json, .md)."""
+    prices: PriceBook = field(default_factory=PriceBook)
+    """Price source, with the user's overrides."""
+    baseline: str | None = None
+    """A JSON report to compare this run with."""
+    baseline_fail_pct: Decimal | None = None
+    """Fail when cost rises more than this percentage above the baseline."""
+    baseline_floor: Decimal = Decimal("0.01")
+    """Increases smaller than this many dollars are ignored."""
+
+
+Getter = Callable[[str], tuple[object, str]]
+"""Return (raw value or None, source description) for a setting name such as "llm_budget"."""
+
+
+def _raw(get: Getter, name: str) -> tuple[str | None, str]:
+    value, source = get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, source
+    if isinstance(value, list):
+        return ("\n".join(str(v) for v in value) if value else None), source
+    return str(value), source
+
+
+def resolve_settings(get: Getter) -> Settings:
+    """Build `Settings` from raw values (CLI, else ini), validating each and naming its source on error."""
+    budget_raw, src = _raw(get, "llm_budget")
+    budget = None if budget_raw is None else parse_usd(budget_raw, source=src)
+    per_test_raw, src = _raw(get, "llm_budget_per_test")
+    per_test = None if per_test_raw is None else parse_usd(per_test_raw, source=src)
+
+    mode_raw, src = _raw(get, "llm_route")
+    try:
+        mode = parse_route_mode(mode_raw or "off", source=src)
+        cheap_raw, cheap_src = _raw(get, "llm_cheap_model")
+        map_raw, map_src = _raw(get, "llm_route_map")
+        route_map = parse_route_map(map_raw or "", source=map_src)
+        config = RoutingConfig(cheap_model=cheap_raw.strip()) if cheap_raw else RoutingConfig()
+        route = RoutePolicy(mode=mode, route_map=route_map, config=config)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+    cache_raw, src = _raw(get, "llm_cache")
+    cache = (cache_raw or "off").strip().lower()
+    if cache not in ("off", "auto"):
+        raise SettingsError(f"{src}: {cache_raw!r} is not one of off, auto")
+
+    prices_raw, prices_src = _raw(get, "llm_prices")
+    prices = PriceBook(overrides=parse_prices((prices_raw or "").splitlines(), source=prices_src))
+    # Every model routing can send to must have a price, or the budget could not bound its calls.
+    to_check: list[tuple[str, str]] = [(config.cheap_model, cheap_src)] if mode != "off" else []
+    to_check += [(sent, map_src) for sent in route_map.values()]
+    for model, source in to_check:
+        try:
+            prices.rates(model)
+        except UnknownModelPrice as exc:
+            raise SettingsError(f"{source}: {exc}") from None
+
+    reports_raw, src = _raw(get, "llm_report")
+    reports = tuple(p.strip() for p in (reports_raw or "").splitlines() if p.strip())
+    for path in reports:
+        if not path.lower().endswith((".json", ".md", ".markdown")):
+            raise SettingsError(f"{src}: {path!r} must end in .json or .md")
+
+    baseline_raw, _ = _raw(get, "llm_baseline")
+    fail_raw, src = _raw(get, "llm_baseline_fail")
+    fail_pct = None if fail_raw is None else parse_usd(fail_raw.rstrip("%"), source=src)
+    floor_raw, src = _raw(get, "llm_baseline_floor")
+    floor = Decimal("0.01") if floor_raw is None else parse_usd(floor_raw, source=src)
+
+    return Settings(
+        budget=budget,
+        budget_per_test=per_test,
+        route=route,
+        cache="auto" if cache == "auto" else "off",
+        reports=reports,
+        prices=prices,
+        baseline=baseline_raw.strip() if baseline_raw else None,
+        baseline_fail_pct=fail_pct,
+        baseline_floor=floor,
+    )
+
+
+def describe(settings: Settings) -> str:
+    """Return the one-line summary shown in pytest's report header."""
+    from .report import format_usd
+
+    parts = [f"budget {format_usd(settings.budget)}" if settings.budget is not None else "no budget"]
+    if settings.budget_per_test is not None:
+        parts.append(f"per test {format_usd(settings.budget_per_test)}")
+    route = settings.route
+    if route.mode == "cheap":
+        parts.append(f"route cheap -> {route.config.cheap_model}")
+    else:
+        parts.append(f"route {route.mode}")
+    if route.route_map:
+        parts.append("route map " + ", ".join(f"{k} -> {v}" for k, v in route.route_map.items()))
+    parts.append(f"cache {settings.cache}")
+    return "costguard: " + ", ".join(parts)
+
+
