@@ -10,4 +10,6 @@ import httpx2
 
 httpx2.alias_httpx()
 
-pytest_plugins = ["pytester"]
+# respx's entry-point plugin is disabled in addopts (it imports httpx before this file runs); load it
+# again here, after the alias, so its `respx_mock` fixture patches the httpx2 the SDK uses.
+pytest_plugins = ["pytester", "respx.plugin"]

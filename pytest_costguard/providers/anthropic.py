@@ -259,7 +259,18 @@ def _make_middleware_class() -> type[Any]:
     return CostGuardMiddleware
 
 
-_middleware_class: type[Any] | None = None
+_middleware_classes: dict[type[Any], type[Any]] = {}
+
+
+def _middleware_class() -> type[Any]:
+    from anthropic import Middleware
+
+    # Keyed by the SDK's base class: a test harness may drop and re-import `anthropic`, and the SDK only
+    # accepts middleware that is an instance of its current `Middleware`.
+    cls = _middleware_classes.get(Middleware)
+    if cls is None:
+        cls = _middleware_classes[Middleware] = _make_middleware_class()
+    return cls
 
 
 def middleware_for(guard: CostGuard | Callable[[], CostGuard | None]) -> Any:
@@ -267,25 +278,50 @@ def middleware_for(guard: CostGuard | Callable[[], CostGuard | None]) -> Any:
 
     For applications: `anthropic.Anthropic(middleware=[middleware_for(guard)])`.
     """
-    global _middleware_class
-    if _middleware_class is None:
-        _middleware_class = _make_middleware_class()
     getter = guard if callable(guard) and not isinstance(guard, CostGuard) else (lambda: guard)
-    return _middleware_class(getter)
+    return _middleware_class()(getter)
 
 
 # -- process-wide installation -------------------------------------------------------------------------------
-_active: CostGuard | None = None
-_shared_middleware: Any = None
-_patched: list[tuple[Any, Any]] = []
+_guards: list[CostGuard] = []
+_shared: dict[type[Any], Any] = {}
 
 
 def _active_guard() -> CostGuard | None:
-    return _active
+    return _guards[-1] if _guards else None
+
+
+def _shared_middleware() -> Any:
+    """The one middleware instance every client of the current `anthropic` import carries."""
+    cls = _middleware_class()
+    instance = _shared.get(cls)
+    if instance is None:
+        instance = _shared[cls] = cls(_active_guard)
+    return instance
+
+
+def _patch_base_client_module(module: Any) -> None:
+    """Wrap the SDK's base client constructors so every client gets the shared middleware, innermost."""
+    for cls in (module.SyncAPIClient, module.AsyncAPIClient):
+        original = cls.__init__
+        if getattr(original, "_costguard_patched", False):
+            continue
+
+        def wrapped(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
+            shared = _shared_middleware()
+            chain = tuple(kwargs.get("middleware") or ())
+            if not any(entry is shared for entry in chain):
+                # Innermost, so it meters exactly what goes on the wire, after any user middleware.
+                kwargs["middleware"] = (*chain, shared)
+            __original(self, *args, **kwargs)
+
+        wrapped._costguard_patched = True  # type: ignore[attr-defined]
+        wrapped.__wrapped__ = original  # type: ignore[attr-defined]
+        cls.__init__ = wrapped  # type: ignore[method-assign]
 
 
 class _AnthropicImportHook:
-    """A meta-path finder that patches the SDK right after `anthropic._base_client` is first imported."""
+    """A meta-path finder that patches `anthropic._base_client` each time it is imported."""
 
     target = "anthropic._base_client"
 
@@ -306,76 +342,42 @@ class _AnthropicImportHook:
 
         def exec_module(module: Any) -> None:
             original_exec(module)
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-            # The rest of `anthropic` is still importing; patch once `_base_client` itself is complete.
             _patch_base_client_module(module)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
 
-def _patch_base_client_module(module: Any) -> None:
-    global _shared_middleware
-    if _patched:
-        return
-    _shared_middleware = _LazyMiddleware()
-    for cls in (module.SyncAPIClient, module.AsyncAPIClient):
-        original = cls.__init__
-
-        def wrapped(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
-            _shared_middleware.resolve()
-            chain = tuple(kwargs.get("middleware") or ())
-            if not any(entry is _shared_middleware.instance for entry in chain):
-                kwargs["middleware"] = (*chain, _shared_middleware.instance)
-            __original(self, *args, **kwargs)
-
-        wrapped.__wrapped__ = original  # type: ignore[attr-defined]
-        cls.__init__ = wrapped  # type: ignore[method-assign]
-        _patched.append((cls, original))
-
-
-class _LazyMiddleware:
-    """Builds the shared middleware on first client construction, once `anthropic` is fully imported."""
-
-    instance: Any = None
-
-    def resolve(self) -> None:
-        if self.instance is None:
-            self.instance = middleware_for(_active_guard)
-
-
-_hook: _AnthropicImportHook | None = None
+_hook = _AnthropicImportHook()
 
 
 def prepare() -> None:
     """Make every Anthropic client built from now on carry the shared middleware (idle until `install`)."""
-    global _hook
-    if _patched:
-        return
-    if "anthropic._base_client" in sys.modules:
-        _patch_base_client_module(sys.modules["anthropic._base_client"])
-    elif _hook is None:
-        _hook = _AnthropicImportHook()
+    if _hook not in sys.meta_path:
         sys.meta_path.insert(0, _hook)
+    module = sys.modules.get("anthropic._base_client")
+    if module is not None:
+        _patch_base_client_module(module)
 
 
 def install(guard: CostGuard) -> None:
-    """Meter every Anthropic client in this process through `guard`, including clients built later."""
-    global _active
-    _active = guard
+    """Meter every Anthropic client in this process through `guard`, including clients built later.
+
+    Installs nest (a pytest run inside a pytest run): `uninstall` gives metering back to the outer guard.
+    """
+    _guards.append(guard)
     prepare()
 
 
-def uninstall() -> None:
-    """Stop metering: clients keep the middleware, which then passes calls through untouched."""
-    global _active, _hook
-    _active = None
-    if _hook is not None and _hook in sys.meta_path:
-        sys.meta_path.remove(_hook)
-    _hook = None
+def uninstall(guard: CostGuard | None = None) -> None:
+    """Stop metering through `guard` (the innermost one by default)."""
+    if guard is None:
+        if _guards:
+            _guards.pop()
+    elif guard in _guards:
+        _guards.remove(guard)
 
 
 def is_installed() -> bool:
     """Return whether a guard is active."""
-    return _active is not None
+    return bool(_guards)

@@ -1,0 +1,305 @@
+"""Route each request to the cheapest model that fits its complexity.
+
+Two users share this module. Application code calls `select_model` / `decide_model` with the size of a task
+(the seed design's complexity routing). The pytest plugin holds a `RoutePolicy` and asks it, for each outgoing
+Messages request body, which model to send instead of the requested one.
+
+All model names live in `RoutingConfig`: nothing else in the package should spell a model name.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+__all__ = [
+    "DEFAULT_ROUTING",
+    "ROUTE_MODES",
+    "RouteMode",
+    "RoutePolicy",
+    "RoutingConfig",
+    "RoutingDecision",
+    "decide_model",
+    "parse_route_map",
+    "parse_route_mode",
+    "request_size",
+    "select_model",
+]
+
+logger = logging.getLogger(__name__)
+
+RouteMode = Literal["off", "cheap", "auto"]
+ROUTE_MODES: tuple[RouteMode, ...] = ("off", "cheap", "auto")
+
+# Price tiers of Claude model families. Within every Claude generation a haiku is cheaper than a sonnet,
+# which is cheaper than an opus, which is cheaper than fable/mythos; across generations the order of the
+# families still holds (the most expensive haiku, 4.5 at $1/$5, is under the cheapest sonnet, 5 at $2/$10).
+# Auto routing compares these tiers so that it can only ever downgrade.
+_FAMILY_TIERS: Mapping[str, int] = MappingProxyType(
+    {"haiku": 0, "sonnet": 1, "opus": 2, "fable": 3, "mythos": 3}
+)
+_DATED_SUFFIX = re.compile(r"[-@]\d{8}")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """Which models complexity routing picks between, and where a task becomes complex."""
+
+    cheap_model: str = "claude-haiku-4-5"
+    """Model for simple tasks."""
+    strong_model: str = "claude-sonnet-4-6"
+    """Model for complex tasks (application routing; the plugin's auto mode keeps the requested model)."""
+    text_threshold: int = 10_000
+    """A task with at least this many characters of text is complex."""
+    item_threshold: int = 30
+    """A task with at least this many items (messages, for a request) is complex."""
+
+    def __post_init__(self) -> None:
+        for name in ("cheap_model", "strong_model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"RoutingConfig.{name} must be a model name, got {value!r}")
+        for name in ("text_threshold", "item_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"RoutingConfig.{name} must be an int >= 0, got {value!r}")
+
+
+DEFAULT_ROUTING = RoutingConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    """The model a request goes to, and why."""
+
+    model: str
+    """The model to send the request to."""
+    reason: str
+    """A sentence a human can read in a log, naming the figures that decided."""
+    rule: str
+    """Tag of the deciding rule: forced, text_length, item_count, simple, pinned, route_map, cheap or off."""
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _complexity(text_length: int, item_count: int, config: RoutingConfig) -> tuple[str, str]:
+    """Return the deciding rule (text_length, item_count or simple) and the comparison behind it."""
+    _check_count("text_length", text_length)
+    _check_count("item_count", item_count)
+    if text_length >= config.text_threshold:
+        return "text_length", f"text_length {text_length} >= text_threshold {config.text_threshold}"
+    if item_count >= config.item_threshold:
+        return "item_count", f"item_count {item_count} >= item_threshold {config.item_threshold}"
+    return "simple", (
+        f"text_length {text_length} < text_threshold {config.text_threshold} and "
+        f"item_count {item_count} < item_threshold {config.item_threshold}"
+    )
+
+
+def decide_model(
+    text_length: int,
+    item_count: int,
+    force_model: str | None = None,
+    *,
+    config: RoutingConfig = DEFAULT_ROUTING,
+) -> RoutingDecision:
+    """Decide which model a task of this size needs, and say why.
+
+    A task is complex when its text reaches `config.text_threshold` characters or its items reach
+    `config.item_threshold` (either threshold, inclusive); complex tasks get the strong model, the rest the
+    cheap one. `force_model` overrides both. Negative sizes raise `ValueError`.
+    """
+    rule, why = _complexity(text_length, item_count, config)
+    if force_model is not None:
+        if not isinstance(force_model, str) or not force_model.strip():
+            raise ValueError(f"force_model must be a model name or None, got {force_model!r}")
+        return RoutingDecision(force_model, f"force_model {force_model!r} given by the caller", "forced")
+    if rule == "simple":
+        return RoutingDecision(config.cheap_model, f"{why}: cheap model", rule)
+    return RoutingDecision(config.strong_model, f"{why}: strong model", rule)
+
+
+def select_model(
+    text_length: int,
+    item_count: int,
+    force_model: str | None = None,
+    *,
+    config: RoutingConfig = DEFAULT_ROUTING,
+) -> str:
+    """Return the model for a task of this size; log the decision at DEBUG."""
+    decision = decide_model(text_length, item_count, force_model, config=config)
+    # Logged so thresholds can be tuned from real data (the seed's advice).
+    logger.debug("routed to %s [%s]: %s", decision.model, decision.rule, decision.reason)
+    return decision.model
+
+
+def _block_text(block: Any) -> int:
+    """Count the characters of text in a content block, tool results and plain-text documents included."""
+    if isinstance(block, str):
+        return len(block)
+    if not isinstance(block, Mapping):
+        return 0
+    kind = block.get("type")
+    if kind == "text":
+        text = block.get("text")
+        return len(text) if isinstance(text, str) else 0
+    if kind == "tool_result":
+        return _content_text(block.get("content"))
+    if kind == "document":
+        source = block.get("source")
+        if isinstance(source, Mapping) and source.get("type") == "text":
+            data = source.get("data")
+            return len(data) if isinstance(data, str) else 0
+    return 0
+
+
+def _content_text(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(_block_text(block) for block in content)
+    return 0
+
+
+def request_size(body: Mapping[str, Any]) -> tuple[int, int]:
+    """Return (text_length, item_count) of a Messages request body.
+
+    Text is every character in `system` and in the messages' content: strings, text blocks, and the text
+    inside tool results and plain-text documents (a large tool result makes a task complex just as a large
+    prompt does; counting it errs towards keeping the requested model). Items are the messages.
+    Malformed parts count as zero rather than raising: the plugin routes arbitrary bodies.
+    """
+    text_length = _content_text(body.get("system"))
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return text_length, 0
+    for message in messages:
+        if isinstance(message, Mapping):
+            text_length += _content_text(message.get("content"))
+    return text_length, len(messages)
+
+
+def _family_tier(model: str) -> int | None:
+    for part in re.split(r"[-.@:/_]", model.lower()):
+        tier = _FAMILY_TIERS.get(part)
+        if tier is not None:
+            return tier
+    return None
+
+
+def _is_downgrade(requested: str, cheap: str) -> bool:
+    """Return whether `cheap` is certainly cheaper than `requested` (unknown families: not certain)."""
+    requested_tier = _family_tier(requested)
+    cheap_tier = _family_tier(cheap)
+    return requested_tier is not None and cheap_tier is not None and cheap_tier < requested_tier
+
+
+def _frozen_route_map(route_map: Mapping[str, str]) -> Mapping[str, str]:
+    for requested, sent in route_map.items():
+        for value in (requested, sent):
+            if not isinstance(value, str) or not value.strip() or value != value.strip():
+                raise ValueError(f"route_map entries must be model names, got {requested!r} -> {sent!r}")
+    return MappingProxyType(dict(route_map))
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """How the plugin rewrites the `model` of outgoing Messages requests."""
+
+    mode: RouteMode = "off"
+    """off: send what was asked; cheap: send all to the cheap model; auto: downgrade simple requests."""
+    route_map: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Explicit `requested -> sent` rewrites, applied in every mode; a key also matches its dated names."""
+    config: RoutingConfig = DEFAULT_ROUTING
+    """The cheap model and the complexity thresholds auto mode uses."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ROUTE_MODES:
+            raise ValueError(f"RoutePolicy.mode: {self.mode!r} is not one of {', '.join(ROUTE_MODES)}")
+        # Frozen all the way down: a policy is shared by every test of a session.
+        object.__setattr__(self, "route_map", _frozen_route_map(self.route_map))
+
+    def _mapped(self, requested_model: str) -> tuple[str, str] | None:
+        sent = self.route_map.get(requested_model)
+        if sent is not None:
+            return requested_model, sent
+        for key, sent in self.route_map.items():
+            rest = requested_model[len(key) :]
+            if requested_model.startswith(key) and _DATED_SUFFIX.fullmatch(rest):
+                return key, sent
+        return None
+
+    def route(
+        self, requested_model: str, body: Mapping[str, Any], *, pinned: str | None = None
+    ) -> RoutingDecision:
+        """Decide which model a request for `requested_model` with this body is sent to.
+
+        Precedence: a model pinned by the test, then `route_map`, then the mode. Auto mode sends simple
+        requests to the cheap model and keeps the requested model for complex ones: it never sends a
+        request to a more expensive model than asked (and keeps the request as is when it cannot tell,
+        e.g. for a model outside the haiku < sonnet < opus families, or one already in the cheap tier).
+        """
+        if pinned is not None:
+            return RoutingDecision(pinned, f"pinned to {pinned!r} by the test", "pinned")
+        mapped = self._mapped(requested_model)
+        if mapped is not None:
+            key, sent = mapped
+            return RoutingDecision(sent, f"route_map sends {key!r} to {sent!r}", "route_map")
+        if self.mode == "off":
+            return RoutingDecision(requested_model, "routing is off: requested model kept", "off")
+        cheap = self.config.cheap_model
+        if self.mode == "cheap":
+            return RoutingDecision(cheap, f"routing is cheap: every request goes to {cheap!r}", "cheap")
+        rule, why = _complexity(*request_size(body), self.config)
+        if rule != "simple":
+            return RoutingDecision(requested_model, f"{why}: complex, requested model kept", rule)
+        if not _is_downgrade(requested_model, cheap):
+            return RoutingDecision(
+                requested_model,
+                f"{why}: simple, but {cheap!r} is not certainly cheaper than {requested_model!r}: kept",
+                rule,
+            )
+        return RoutingDecision(cheap, f"{why}: simple, sent to {cheap!r}", rule)
+
+
+def parse_route_mode(value: str, *, source: str) -> RouteMode:
+    """Parse a routing mode, naming `source` (e.g. "--llm-route") in the error."""
+    mode = value.strip().lower() if isinstance(value, str) else value
+    if mode not in ROUTE_MODES:
+        raise ValueError(f"{source}: {value!r} is not one of {', '.join(ROUTE_MODES)}")
+    return mode
+
+
+_MODEL_NAME = re.compile(r"\S+")
+
+
+def parse_route_map(text: str, *, source: str) -> dict[str, str]:
+    """Parse `requested = sent` lines into a route map, naming `source` and the line in errors.
+
+    Blank lines and `#` comments (whole-line or trailing) are ignored; a model mapped twice is an error.
+    """
+    route_map: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requested, equals, sent = (part.strip() for part in line.partition("="))
+        if not equals or not _MODEL_NAME.fullmatch(requested) or not _MODEL_NAME.fullmatch(sent):
+            raise ValueError(f"{source} line {number}: {line!r} is not 'requested = sent'")
+        if requested in route_map:
+            raise ValueError(
+                f"{source} line {number}: {requested!r} is already mapped on line {first_line[requested]}"
+            )
+        route_map[requested] = sent
+        first_line[requested] = number
+    return route_map
