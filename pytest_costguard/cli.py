@@ -1,0 +1,211 @@
+"""The `costguard` command line.
+
+Each subcommand is one `_add_<name>` function that registers its parser and sets `run` to the function doing
+the work; `main` turns every failure into a message on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["main"]
+
+Run = Callable[[argparse.Namespace, list[str]], int]
+
+
+class CommandError(Exception):
+    """A failure to report to the user as one line, without a traceback."""
+
+
+def _serve(args: argparse.Namespace, rest: list[str]) -> int:
+    """Serve the local Messages API emulator."""
+    # Imported here so that `costguard --help` and the other subcommands stay fast.
+    from .emulator import main as serve_main
+
+    return serve_main(rest, prog="costguard serve")
+
+
+def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `costguard serve`."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a local stand-in for Anthropic's Messages API (see docs/offline.md)",
+        description="Serve a local stand-in for Anthropic's Messages API.",
+        # Options (--host, --port, -h) belong to the emulator's own parser, which receives them untouched.
+        add_help=False,
+    )
+    parser.set_defaults(run=_serve, passthrough=True)
+
+
+def _write_outputs(report: dict[str, Any], outputs: list[tuple[str, str | None, tuple[str, ...]]]) -> None:
+    """Write a report to each (flag, path, allowed suffixes) given, naming the flag when it fails."""
+    from .report import ReportError, write_report
+
+    for flag, path, suffixes in outputs:
+        if path is None:
+            continue
+        if not path.lower().endswith(suffixes):
+            raise CommandError(f"{flag}: {path!r} must end in {' or '.join(suffixes)}")
+        try:
+            write_report(report, path)
+        except (ReportError, OSError) as exc:
+            raise CommandError(f"{flag}: cannot write {path}: {exc}") from None
+
+
+def _report(args: argparse.Namespace, rest: list[str]) -> int:
+    """Print (and write) the cost report of a ledger, e.g. one a killed run left, or of a JSON report."""
+    from .report import RefusalInfo, ReportError, build_report, format_usd, load_report, terminal_lines
+    from .sqlite_ledger import LedgerError, read_ledger
+
+    source: str = args.source
+    try:
+        with open(source, "rb") as fh:
+            head = fh.read(64).lstrip()
+    except OSError as exc:
+        raise CommandError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    notes: list[str] = []
+    try:
+        if head.startswith(b"{"):
+            report = load_report(source)
+        else:
+            ledger = read_ledger(source)
+            report = build_report(
+                ledger.records,
+                {},
+                budget=ledger.limit,
+                refusals=[RefusalInfo(r.tag, r.scope, r.amount, r.message) for r in ledger.refusals],
+                labels={
+                    "ledger": {
+                        "path": source,
+                        "created": ledger.created,
+                        "in_flight_calls": ledger.in_flight,
+                        "in_flight_worst_case_usd": float(ledger.in_flight_usd),
+                    }
+                },
+            )
+            if ledger.in_flight:
+                notes.append(
+                    f"{ledger.in_flight} call(s) had not ended when the ledger was last written "
+                    f"(up to {format_usd(ledger.in_flight_usd)}, not included above)"
+                )
+    except (LedgerError, ReportError) as exc:
+        raise CommandError(str(exc)) from None
+    _write_outputs(report, [("--json", args.json, (".json",)), ("--md", args.md, (".md", ".markdown"))])
+    print(f"costguard report: {source}")
+    for line in [*terminal_lines(report), *notes]:
+        print(line)
+    if report["budget_exceeded"]:
+        print("LLM BUDGET EXCEEDED: calls were refused by the session budget")
+    return 0
+
+
+def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `costguard report`."""
+    parser = subparsers.add_parser(
+        "report",
+        help="print the cost report of a ledger (--llm-ledger), even one a killed run left behind",
+        description="Print the per-test cost report of a pytest-costguard ledger file (or JSON report).",
+    )
+    parser.add_argument("source", metavar="LEDGER", help="a --llm-ledger file (or a JSON report)")
+    parser.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
+    parser.add_argument("--md", metavar="OUT", help="also write the report as Markdown to OUT")
+    parser.set_defaults(run=_report)
+
+
+def _merge(args: argparse.Namespace, rest: list[str]) -> int:
+    """Merge per-shard JSON reports; exit 1 when the merged run broke its budget."""
+    from .merge import merge_reports, merged_over_budget
+    from .report import ReportError, format_usd, load_report, terminal_lines
+    from .settings import SettingsError, parse_usd
+
+    try:
+        budget = None if args.budget is None else parse_usd(args.budget, source="--budget")
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        reports = [load_report(path) for path in args.reports]
+        merged = merge_reports(reports, sources=args.reports, budget=budget)
+    except ReportError as exc:
+        raise CommandError(str(exc)) from None
+    _write_outputs(
+        merged, [("-o", args.output, (".json", ".md", ".markdown")), ("--md", args.md, (".md", ".markdown"))]
+    )
+    print(
+        f"costguard merge: {len(reports)} reports, {len(merged['tests'])} tests, "
+        f"{len(merged['calls'])} calls, total {format_usd(merged['total_cost_usd'])}"
+    )
+    for line in terminal_lines(merged):
+        print(line)
+    reasons = merged_over_budget(merged)
+    for reason in reasons:
+        print(f"LLM BUDGET EXCEEDED: {reason}")
+    return 1 if reasons else 0
+
+
+def _add_merge(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `costguard merge`."""
+    parser = subparsers.add_parser(
+        "merge",
+        help="merge the JSON reports of CI shards into one; exit 1 when over budget",
+        description="Merge per-shard JSON reports (--llm-report) into one report of the same schema. "
+        "Exit 1 when the merged total is over --budget or any shard exceeded its budget.",
+    )
+    parser.add_argument("reports", nargs="+", metavar="REPORT", help="JSON reports, one per shard")
+    parser.add_argument("--budget", metavar="USD", help="the whole run's budget, e.g. 5.00")
+    parser.add_argument("-o", "--output", metavar="OUT", help="write the merged report to OUT (.json or .md)")
+    parser.add_argument("--md", metavar="OUT", help="also write the merged report as Markdown to OUT")
+    parser.set_defaults(run=_merge)
+
+
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    _add_serve,
+    _add_report,
+    _add_merge,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="costguard", description="Keep what a test suite spends on LLM APIs under a hard budget."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `costguard` command; return its exit status."""
+    parser = _parser()
+    try:
+        args, rest = parser.parse_known_args(argv)
+        run: Run | None = getattr(args, "run", None)
+        if run is None:
+            parser.print_usage(sys.stderr)
+            raise CommandError("a command is required: " + ", ".join(_command_names(parser)))
+        if rest and not getattr(args, "passthrough", False):
+            raise CommandError(f"unrecognized arguments: {' '.join(rest)}")
+        return run(args, rest)
+    except SystemExit as exc:
+        # argparse exits on --help (0) and on usage errors (2): report, don't raise, so main() stays callable.
+        return exc.code if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, CommandError) else f"{type(exc).__name__}: {exc}"
+        print(f"costguard: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _command_names(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return sorted(action.choices)
+    return []
+
+
+if __name__ == "__main__":
+    sys.exit(main())
