@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +187,8 @@ def budget_line(report: Mapping[str, Any]) -> str:
     budget = report.get("budget_usd")
     if not budget:
         return f"{format_usd(total)} (no budget)"
-    return f"{format_usd(total)} of {format_usd(budget)}, {total / budget * 100:.1f}%"
+    share = (Decimal(str(total)) * 100 / Decimal(str(budget))).quantize(Decimal("0.1"), ROUND_HALF_UP)
+    return f"{format_usd(total)} of {format_usd(budget)}, {share}%"
 
 
 def _expensive(report: Mapping[str, Any], top: int) -> list[Mapping[str, Any]]:

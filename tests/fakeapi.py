@@ -1,0 +1,130 @@
+"""A scripted Messages API for tests: `httpx2.MockTransport` handler that bills like Anthropic.
+
+Used directly by unit tests and copied into pytester runs (see `install_fakeapi` in tests/conftest.py).
+Each reply's usage is fixed by the test; every billed reply is appended to `FakeAPI.billed` and, when
+`log_path` is set, to a JSON-lines file so an outer test can sum what the "API" billed across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+
+DEFAULT_USAGE = {"input_tokens": 20, "output_tokens": 10}
+
+
+class FakeAPI:
+    """Answer Messages calls with scripted usage, errors and streams."""
+
+    def __init__(self, usage: dict[str, Any] | None = None, *, log_path: str | None = None) -> None:
+        self.usage = dict(usage or DEFAULT_USAGE)
+        self.log_path = log_path
+        self.billed: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.errors: list[int] = []
+        self.cut_streams = False
+        self._lock = threading.Lock()
+
+    # -- the handler ---------------------------------------------------------------------------------------
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        with self._lock:
+            self.requests.append(body)
+            status = self.errors.pop(0) if self.errors else None
+        if status is not None:
+            kind = {429: "rate_limit_error", 529: "overloaded_error", 400: "invalid_request_error"}.get(
+                status, "api_error"
+            )
+            return httpx2.Response(
+                status,
+                headers={"retry-after": "0", "x-should-retry": "true" if status >= 429 else "false"},
+                json={"type": "error", "error": {"type": kind, "message": f"scripted {status}"}},
+            )
+        usage = {**self.usage}
+        # A byte-level BPE never yields more tokens than bytes: keep the script physically possible.
+        text_bytes = len(json.dumps([body.get("system"), body["messages"]], ensure_ascii=False).encode())
+        usage["input_tokens"] = min(usage.get("input_tokens", 0), text_bytes)
+        usage["output_tokens"] = min(usage.get("output_tokens", 0), body.get("max_tokens", 10**9))
+        if body.get("stream"):
+            return self._stream(body, usage)
+        self._bill(body["model"], usage)
+        return httpx2.Response(200, json=self._message(body["model"], usage))
+
+    def _message(self, model: str, usage: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": "ok"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+
+    def _stream(self, body: dict[str, Any], usage: dict[str, Any]) -> httpx2.Response:
+        start_usage = {k: v for k, v in usage.items() if k != "output_tokens"} | {"output_tokens": 1}
+        start = self._message(body["model"], start_usage) | {"content": [], "stop_reason": None}
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("message_start", {"type": "message_start", "message": start}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+            ("ping", {"type": "ping"}),
+            ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "text_delta", "text": "ok"}}),
+        ]
+        if not self.cut_streams:
+            events += [
+                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                                   "stop_sequence": None}, "usage": {"output_tokens": usage["output_tokens"]}}),
+                ("message_stop", {"type": "message_stop"}),
+            ]
+            self._bill(body["model"], usage)
+        else:
+            self._bill(body["model"], {**start_usage, "output_tokens": 1})
+
+        def chunks() -> Iterator[bytes]:
+            for name, data in events:
+                yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=b"".join(chunks()))
+
+    def _bill(self, model: str, usage: dict[str, Any]) -> None:
+        entry = {"model": model, "usage": usage}
+        with self._lock:
+            self.billed.append(entry)
+            if self.log_path:
+                with open(self.log_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(entry) + "\n")
+
+    # -- clients -------------------------------------------------------------------------------------------
+    def client(self, **kwargs: Any) -> Any:
+        """Return a real `anthropic.Anthropic` whose HTTP goes to this fake."""
+        import anthropic
+
+        kwargs.setdefault("api_key", "sk-ant-test-secret")
+        return anthropic.Anthropic(http_client=httpx2.Client(transport=httpx2.MockTransport(self)), **kwargs)
+
+    def async_client(self, **kwargs: Any) -> Any:
+        """Return a real `anthropic.AsyncAnthropic` whose HTTP goes to this fake."""
+        import anthropic
+
+        kwargs.setdefault("api_key", "sk-ant-test-secret")
+        return anthropic.AsyncAnthropic(
+            http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(self)), **kwargs
+        )
+
+
+def billed_cost(billed: list[dict[str, Any]]) -> Any:
+    """Price what the fake billed, exactly as the plugin should have."""
+    from decimal import Decimal
+
+    from pytest_costguard.pricing import default_price_book, usage_from_response
+
+    book = default_price_book()
+    return sum((book.cost(usage_from_response(b["usage"]), b["model"]) for b in billed), Decimal(0))
