@@ -49,7 +49,34 @@ _EXPORTS = {
     "CostTracker": "tracking",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BudgetExceededError",
+    "CostGuard",
+    "CostRecord",
+    "CostTracker",
+    "GuardConfig",
+    "InMemoryLedger",
+    "PipelineConfig",
+    "PipelineResult",
+    "PriceBook",
+    "PriceOverride",
+    "RetryPolicy",
+    "RoutingConfig",
+    "RoutingDecision",
+    "UnknownModelPrice",
+    "Usage",
+    "acall_with_retry",
+    "aprocess",
+    "build_cached_messages",
+    "call_with_retry",
+    "cost_of_response",
+    "decide_model",
+    "input_token_bound",
+    "is_transient",
+    "process",
+    "select_model",
+    "worst_case_cost",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -99,9 +99,8 @@ def _walk_blocks(value: Any, counts: dict[str, int]) -> None:
                 counts["ttl_1h"] += 1
         kind = value.get("type")
         source = value.get("source")
-        if kind in ("image", "document") and isinstance(source, Mapping):
-            if source.get("type") not in _INLINE_SOURCES:
-                counts["remote_image" if kind == "image" else "remote_document"] += 1
+        if kind in ("image", "document") and isinstance(source, Mapping) and source.get("type") not in _INLINE_SOURCES:
+            counts["remote_image" if kind == "image" else "remote_document"] += 1
         for item in value.values():
             if isinstance(item, (Mapping, list)):
                 _walk_blocks(item, counts)

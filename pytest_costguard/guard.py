@@ -16,7 +16,7 @@ from typing import Any
 from .budget import BudgetExceededError, worst_case_from_rates
 from .caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
 from .ledger import InMemoryLedger, Ledger, Reservation
-from .pricing import PriceBook, Rates, Usage, UnknownModelPrice, default_price_book
+from .pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
 from .routing import RoutePolicy
 from .tracking import CostRecord
 

@@ -65,7 +65,11 @@ def _prepare(text: str, config: PipelineConfig, tracker: CostTracker) -> tuple[d
         "model": decision.model,
         "max_tokens": config.max_tokens,
         **build_cached_messages(
-            config.system_prompt, text, model=decision.model, ttl=config.cache_ttl, minimums=config.cache_minimums
+            config.system_prompt,
+            text,
+            model=decision.model,
+            ttl=config.cache_ttl,
+            minimums=config.cache_minimums,
         ),
     }
     worst = worst_case_cost(request, config.prices)
@@ -128,5 +132,3 @@ async def aprocess(
         on_retry=lambda attempt, exc, delay: retries.append(attempt),
     )
     return _finish(message, model, len(retries), config, tracker)
-
-

@@ -226,8 +226,12 @@ def _rates_from_genai_prices(model: str, *, batch: bool, fast: bool) -> Rates:
         input=input_rate,
         output=_rate(getattr(price, "output_mtok", None)),
         cache_write_5m=_rate(write_5m) if write_5m is not None else input_rate,
-        cache_write_1h=_rate(write_1h if write_1h is not None else write_5m) if write_5m or write_1h else input_rate,
-        cache_read=_rate(getattr(price, "cache_read_mtok", None)) if hasattr(price, "cache_read_mtok") else input_rate,
+        cache_write_1h=_rate(write_1h if write_1h is not None else write_5m)
+        if write_5m or write_1h
+        else input_rate,
+        cache_read=_rate(getattr(price, "cache_read_mtok", None))
+        if hasattr(price, "cache_read_mtok")
+        else input_rate,
         web_search_per_1k=searches if isinstance(searches, Decimal) else Decimal(10),
     )
 

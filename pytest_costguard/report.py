@@ -233,7 +233,13 @@ def render_markdown(report: Mapping[str, Any], *, top: int = 20) -> str:
     lines += _table(
         ("Model", "Calls", "Input", "Output", "Cost"),
         (
-            (f"`{m}`", str(t["calls"]), str(t["input_tokens"]), str(t["output_tokens"]), format_usd(t["cost_usd"]))
+            (
+                f"`{m}`",
+                str(t["calls"]),
+                str(t["input_tokens"]),
+                str(t["output_tokens"]),
+                format_usd(t["cost_usd"]),
+            )
             for m, t in report["by_model"].items()
         ),
     )
@@ -258,9 +264,12 @@ def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
     session = report["session"]
     if session["calls"]:
         out.append(f"outside tests: {session['calls']} calls, {format_usd(session['cost_usd'])}")
-    out.append("by model: " + ", ".join(
-        f"{m} {t['calls']} calls {format_usd(t['cost_usd'])}" for m, t in report["by_model"].items()
-    ))
+    out.append(
+        "by model: "
+        + ", ".join(
+            f"{m} {t['calls']} calls {format_usd(t['cost_usd'])}" for m, t in report["by_model"].items()
+        )
+    )
     out.append(f"budget used: {budget_line(report)}")
     savings = report["savings"]
     out.append(

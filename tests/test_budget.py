@@ -61,15 +61,26 @@ def test_the_input_bound_is_the_utf8_size_of_the_billed_json() -> None:
 
 
 def test_the_worst_case_is_max_tokens_at_output_prices_plus_input_bytes() -> None:
-    request = {"model": "claude-sonnet-4-6", "max_tokens": 1000, "messages": [{"role": "user", "content": "x"}]}
+    request = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "x"}],
+    }
     bound = input_token_bound(request)
     assert worst_case_cost(request) == (Decimal(bound) * 3 + 1000 * 15) / 1_000_000
 
 
 def test_remote_images_tools_and_web_search_raise_the_bound() -> None:
     base = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
-    image = {**base, "messages": [{"role": "user", "content": [
-        {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}]}
+    image = {
+        **base,
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}],
+            }
+        ],
+    }
     search = {**base, "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]}
     assert input_token_bound(image) > input_token_bound(base) + 5_000
     assert worst_case_cost(search) > worst_case_cost(base) + Decimal("0.02")
@@ -81,7 +92,12 @@ def test_a_refusal_explains_itself_and_survives_pickling() -> None:
     assert "could cost up to $0.25" in message and "$2.00 budget" in message and "$0.05" in message
     assert "not sent" in message
     again = pickle.loads(pickle.dumps(exc))
-    assert (again.spent, again.limit, again.requested, str(again)) == (exc.spent, exc.limit, exc.requested, message)
+    assert (again.spent, again.limit, again.requested, str(again)) == (
+        exc.spent,
+        exc.limit,
+        exc.requested,
+        message,
+    )
 
 
 def test_the_seeds_two_argument_form_still_works() -> None:

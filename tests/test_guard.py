@@ -7,12 +7,16 @@ import threading
 from decimal import Decimal
 
 import pytest
-
 from fakeapi import FakeAPI, billed_cost
+
 from pytest_costguard import BudgetExceededError, CostGuard, GuardConfig, InMemoryLedger
 from pytest_costguard.providers.anthropic import SSEMeter, middleware_for
 
-REQUEST = {"model": "claude-haiku-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "x" * 400}]}
+REQUEST = {
+    "model": "claude-haiku-4-5",
+    "max_tokens": 50,
+    "messages": [{"role": "user", "content": "x" * 400}],
+}
 
 
 def _guarded(limit: str) -> tuple[CostGuard, FakeAPI]:
@@ -87,18 +91,24 @@ def test_a_failed_attempt_releases_its_reservation() -> None:
 
 def test_message_delta_usage_overwrites_never_adds() -> None:
     meter = SSEMeter()
-    meter.feed(b'event: message_start\ndata: {"type":"message_start","message":{"model":"m","usage":'
-               b'{"input_tokens":10,"output_tokens":1}}}\n\n')
-    meter.feed(b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":5}}\n\n'
-               b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":9}}\r\n\r\n')
+    meter.feed(
+        b'event: message_start\ndata: {"type":"message_start","message":{"model":"m","usage":'
+        b'{"input_tokens":10,"output_tokens":1}}}\n\n'
+    )
+    meter.feed(
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":5}}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":9}}\r\n\r\n'
+    )
     assert meter.complete
     assert meter.usage is not None and (meter.usage.input_tokens, meter.usage.output_tokens) == (10, 9)
 
 
 def test_a_stream_split_at_any_byte_is_parsed_the_same() -> None:
-    raw = (b'event: message_start\ndata: {"type":"message_start","message":{"model":"m","usage":'
-           b'{"input_tokens":7,"output_tokens":1}}}\n\nevent: ping\ndata: {"type":"ping"}\n\n'
-           b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":3}}\n\n')
+    raw = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"model":"m","usage":'
+        b'{"input_tokens":7,"output_tokens":1}}}\n\nevent: ping\ndata: {"type":"ping"}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":3}}\n\n'
+    )
     for cut in range(1, len(raw)):
         meter = SSEMeter()
         meter.feed(raw[:cut])

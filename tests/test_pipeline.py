@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import sys
 import subprocess
+import sys
 from decimal import Decimal
 
 import anthropic
@@ -9,17 +9,25 @@ import httpx
 import pytest
 import respx
 
-from pytest_costguard import BudgetExceededError, CostTracker, PipelineConfig, RetryPolicy, process, aprocess
+from pytest_costguard import BudgetExceededError, CostTracker, PipelineConfig, RetryPolicy, aprocess, process
 
 LONG_PROMPT = "Policy: be kind and precise. " * 1000
 
 
 def _reply(model: str, **usage: int) -> httpx.Response:
-    return httpx.Response(200, json={
-        "id": "msg", "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "text", "text": "triaged"}], "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 5, **usage},
-    })
+    return httpx.Response(
+        200,
+        json={
+            "id": "msg",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": "triaged"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 5, **usage},
+        },
+    )
 
 
 @respx.mock
@@ -44,16 +52,23 @@ def test_process_routes_caches_prices_and_returns_a_new_tracker() -> None:
 
 @respx.mock
 def test_process_retries_transient_errors_only_and_counts_them() -> None:
-    route = respx.post("https://api.anthropic.com/v1/messages").mock(side_effect=[
-        httpx.Response(529, json={"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}),
-        _reply("claude-haiku-4-5"),
-    ])
+    route = respx.post("https://api.anthropic.com/v1/messages").mock(
+        side_effect=[
+            httpx.Response(
+                529, json={"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+            ),
+            _reply("claude-haiku-4-5"),
+        ]
+    )
     config = PipelineConfig(retry=RetryPolicy(base_delay=0, jitter=0))
     result, _ = process("t", config, CostTracker(), client=anthropic.Anthropic(api_key="k"))
     assert route.call_count == 2 and result.record.retries == 1
 
-    route.side_effect = [httpx.Response(400, json={"type": "error", "error": {"type": "invalid_request_error",
-                                                                             "message": "bad"}})]
+    route.side_effect = [
+        httpx.Response(
+            400, json={"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
+        )
+    ]
     with pytest.raises(anthropic.BadRequestError):
         process("t", config, CostTracker(), client=anthropic.Anthropic(api_key="k"))
     assert route.call_count == 3
@@ -74,7 +89,9 @@ def test_aprocess_works_with_the_async_client() -> None:
     import asyncio
 
     config = PipelineConfig(force_model="claude-sonnet-4-6")
-    result, tracker = asyncio.run(aprocess("t", config, CostTracker(), client=anthropic.AsyncAnthropic(api_key="k")))
+    result, tracker = asyncio.run(
+        aprocess("t", config, CostTracker(), client=anthropic.AsyncAnthropic(api_key="k"))
+    )
     assert result.record.model == "claude-sonnet-4-6" and tracker.total_cost == Decimal("0.000105")
 
 

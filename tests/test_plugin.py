@@ -7,7 +7,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from fakeapi import billed_cost
 
 SUITE = """
@@ -53,7 +52,9 @@ def test_the_report_header_shows_budget_and_routing(fake_pytester: pytest.Pytest
     )
 
 
-def test_per_test_costs_add_up_to_the_total_and_to_what_the_api_billed(fake_pytester: pytest.Pytester) -> None:
+def test_per_test_costs_add_up_to_the_total_and_to_what_the_api_billed(
+    fake_pytester: pytest.Pytester,
+) -> None:
     _suite(
         fake_pytester,
         """
@@ -76,7 +77,9 @@ def test_none(): pass
     # Sonnet 4.6 at $3/$15: 1000 in + 100 out = $0.0045; Haiku 4.5 at $1/$5 = $0.0015.
     assert per_test["test_suite.py::test_one"]["cost_usd"] == 0.0045
     assert per_test["test_suite.py::test_two"]["cost_usd"] == 0.006
-    result.stdout.fnmatch_lines(["*LLM cost (pytest-costguard)*", "*test_two*2*$0.0060*", "budget used: $0.0105*"])
+    result.stdout.fnmatch_lines(
+        ["*LLM cost (pytest-costguard)*", "*test_two*2*$0.0060*", "budget used: $0.0105*"]
+    )
 
 
 def test_the_session_budget_refuses_before_sending_and_fails_the_run(fake_pytester: pytest.Pytester) -> None:
@@ -200,13 +203,18 @@ def test_x():
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
-        ("llm_budget('lots')", "@pytest.mark.llm_budget on test_suite.py::test_x: 'lots' is not a dollar amount*"),
+        (
+            "llm_budget('lots')",
+            "@pytest.mark.llm_budget on test_suite.py::test_x: 'lots' is not a dollar amount*",
+        ),
         ("llm_budget(1, 2)", "@pytest.mark.llm_budget on test_suite.py::test_x: takes one argument*"),
         ("llm_model(3)", "@pytest.mark.llm_model on test_suite.py::test_x: takes one argument*"),
         ("llm_model('claude-nonesuch-9')", "*no price known for model 'claude-nonesuch-9'*"),
     ],
 )
-def test_a_bad_marker_argument_is_a_usage_error(fake_pytester: pytest.Pytester, marker: str, message: str) -> None:
+def test_a_bad_marker_argument_is_a_usage_error(
+    fake_pytester: pytest.Pytester, marker: str, message: str
+) -> None:
     fake_pytester.makepyfile(test_suite=f"import pytest\n@pytest.mark.{marker}\ndef test_x(): pass\n")
     result = fake_pytester.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -244,8 +252,11 @@ def test_pinned():
 
 def test_the_route_map_applies_even_with_routing_off(fake_pytester: pytest.Pytester) -> None:
     fake_pytester.makeini("[pytest]\nllm_route_map =\n    claude-opus-4-7 = claude-sonnet-4-6\n")
-    _suite(fake_pytester, "def test_x():\n    ask(model='claude-opus-4-7-20260101')\n"
-           "    assert API.requests[0]['model'] == 'claude-sonnet-4-6'\n")
+    _suite(
+        fake_pytester,
+        "def test_x():\n    ask(model='claude-opus-4-7-20260101')\n"
+        "    assert API.requests[0]['model'] == 'claude-sonnet-4-6'\n",
+    )
     fake_pytester.runpytest().assert_outcomes(passed=1)
 
 
@@ -403,7 +414,9 @@ def test_markdown_report_and_github_step_summary(
     summary.write_text("# earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     _suite(fake_pytester, "def test_x(): ask()")
-    fake_pytester.runpytest("--llm-report=r.md", "--llm-report=r.json", "--llm-budget=1").assert_outcomes(passed=1)
+    fake_pytester.runpytest("--llm-report=r.md", "--llm-report=r.json", "--llm-budget=1").assert_outcomes(
+        passed=1
+    )
     markdown = (fake_pytester.path / "r.md").read_text()
     assert "| `test_suite.py::test_x` | 1 | 1000 | 100 | 0 | $0.0045 |" in markdown
     assert "$0.0045 of $1.00, 0.5%" in markdown
@@ -421,7 +434,11 @@ def test_junit_xml_carries_each_tests_cost(fake_pytester: pytest.Pytester) -> No
 def test_api_keys_never_reach_reports_or_output(fake_pytester: pytest.Pytester) -> None:
     _suite(fake_pytester, "def test_x(): ask()")
     result = fake_pytester.runpytest("--llm-report=r.json", "--llm-report=r.md", "-v")
-    text = result.stdout.str() + (fake_pytester.path / "r.json").read_text() + (fake_pytester.path / "r.md").read_text()
+    text = (
+        result.stdout.str()
+        + (fake_pytester.path / "r.json").read_text()
+        + (fake_pytester.path / "r.md").read_text()
+    )
     assert "sk-ant-test-secret" not in text
 
 
@@ -455,8 +472,15 @@ def test_the_help_shows_the_option_group_as_in_the_snapshot(
     start = text.index("LLM cost budget and reports (pytest-costguard):")
     section = text[start : text.index("\n\n", start)]
     snapshot = Path(__file__).parent / "snapshots" / "help.txt"
-    assert section + "\n" == snapshot.read_text(), "regenerate tests/snapshots/help.txt if the change is wanted"
-    for ini in ("llm_budget (string)", "llm_route_map (linelist)", "llm_prices (linelist)", "llm_report (linelist)"):
+    assert section + "\n" == snapshot.read_text(), (
+        "regenerate tests/snapshots/help.txt if the change is wanted"
+    )
+    for ini in (
+        "llm_budget (string)",
+        "llm_route_map (linelist)",
+        "llm_prices (linelist)",
+        "llm_report (linelist)",
+    ):
         assert ini in text, ini
 
 

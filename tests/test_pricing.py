@@ -16,7 +16,13 @@ from pytest_costguard.pricing import (
     usage_from_response,
 )
 
-MODELS = ["claude-haiku-4-5-20251001", "claude-sonnet-4-6", "claude-opus-4-7", "claude-haiku-5-5", "claude-sonnet-5-5"]
+MODELS = [
+    "claude-haiku-4-5-20251001",
+    "claude-sonnet-4-6",
+    "claude-opus-4-7",
+    "claude-haiku-5-5",
+    "claude-sonnet-5-5",
+]
 counts = st.integers(min_value=0, max_value=300_000)
 
 
@@ -85,7 +91,9 @@ def test_cost_is_the_sum_of_its_parts_and_monotonic(model, inp, out, w5, w1, rea
     ) / 1_000_000 + searches * rates.web_search_per_1k / 1000
     assert book.cost(usage, model) == parts
     for field in ("output_tokens", "web_search_requests"):
-        bigger = Usage(**{**{f: getattr(usage, f) for f in Usage.__slots__}, field: getattr(usage, field) + 1})
+        bigger = Usage(
+            **{**{f: getattr(usage, f) for f in Usage.__slots__}, field: getattr(usage, field) + 1}
+        )
         assert book.cost(bigger, model) > book.cost(usage, model)
 
 
@@ -96,8 +104,12 @@ def test_an_unknown_model_raises_a_clear_error_naming_it() -> None:
 
 def test_a_user_price_overrides_and_covers_unknown_models() -> None:
     book = PriceBook(overrides={"claude-mythos-5": PriceOverride(input=Decimal(20), output=Decimal(100))})
-    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000, cache_write_5m_tokens=1_000_000,
-                  cache_read_input_tokens=1_000_000)
+    usage = Usage(
+        input_tokens=1_000_000,
+        output_tokens=1_000_000,
+        cache_write_5m_tokens=1_000_000,
+        cache_read_input_tokens=1_000_000,
+    )
     # Defaults: writes at 1.25x input, reads at 0.1x.
     assert book.cost(usage, "claude-mythos-5-20261101") == Decimal(20 + 100 + 25 + 2)
 

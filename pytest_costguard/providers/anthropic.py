@@ -63,9 +63,7 @@ class SSEMeter:
             self._on_event(raw)
 
     def _on_event(self, raw: bytes) -> None:
-        data = b"".join(
-            line[5:].lstrip(b" ") for line in raw.splitlines() if line.startswith(b"data:")
-        )
+        data = b"".join(line[5:].lstrip(b" ") for line in raw.splitlines() if line.startswith(b"data:"))
         if not data:
             return
         try:
@@ -317,7 +315,7 @@ def _patch_base_client_module(module: Any) -> None:
 
         wrapped._costguard_patched = True  # type: ignore[attr-defined]
         wrapped.__wrapped__ = original  # type: ignore[attr-defined]
-        cls.__init__ = wrapped  # type: ignore[method-assign]
+        cls.__init__ = wrapped
 
 
 class _AnthropicImportHook:
