@@ -508,3 +508,29 @@ def test_cache():
 """,
     )
     fake_pytester.runpytest("--llm-cache=auto").assert_outcomes(passed=1)
+
+
+def test_the_pipeline_fixture_runs_process_through_the_metered_client(fake_pytester: pytest.Pytester) -> None:
+    fake_pytester.makeconftest(
+        """
+import pytest
+from fakeapi import FakeAPI
+
+API = FakeAPI({"input_tokens": 30, "output_tokens": 10}, log_path="billed.jsonl")
+
+@pytest.fixture
+def llm_client():
+    return API.client()
+"""
+    )
+    fake_pytester.makepyfile(
+        test_suite="""
+def test_pipeline(llm_pipeline, llm_cost):
+    result = llm_pipeline.process("classify this ticket")
+    assert result.text == "ok"
+    assert llm_pipeline.tracker.total_cost == llm_cost.total == result.record.cost_usd
+    assert result.record.model == "claude-haiku-4-5"  # short text: routed to the cheap model
+"""
+    )
+    fake_pytester.runpytest("--llm-report=r.json").assert_outcomes(passed=1)
+    assert _report(fake_pytester)["calls"][0]["nodeid"] == "test_suite.py::test_pipeline"
