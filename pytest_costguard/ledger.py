@@ -4,6 +4,9 @@ A call reserves its worst-case cost before it is sent; when the response arrives
 to the real cost (or released when the attempt failed). The budget is never exceeded as long as every
 call's real cost is within its worst case, whatever the interleaving of threads and tasks, because admission
 checks `spent + reserved + amount <= limit` under one lock.
+
+`InMemoryLedger` serves one process; `sqlite_ledger.SqliteLedger` keeps the same promise across processes
+(pytest-xdist workers) and on disk.
 """
 
 from __future__ import annotations
@@ -60,6 +63,11 @@ class Ledger(Protocol):
     @property
     def refused(self) -> int:
         """Calls refused so far."""
+        ...
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """Budget not spent nor held, or None without a limit."""
         ...
 
 

@@ -7,7 +7,7 @@ pytest's hooks. Heavy libraries (anthropic, genai-prices) are imported only when
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ import pytest
 from .settings import Settings, SettingsError, describe, parse_usd, resolve_settings
 
 if TYPE_CHECKING:
+    from .baseline import BaselineComparison
     from .guard import CostGuard
     from .ledger import InMemoryLedger
     from .tracking import CostRecord
@@ -41,6 +42,8 @@ _OPTIONS: tuple[tuple[str, str | None, str, str, Any], ...] = (
      "string", None),
     ("llm_baseline_floor", "--llm-baseline-floor", "ignore baseline increases below this many USD (default 0.01)",
      "string", None),
+    ("llm_ledger", "--llm-ledger", "keep the session budget in this SQLite file, every settled call on "
+     "disk at once (read it with `costguard report PATH`)", "string", None),
 )
 
 
@@ -48,7 +51,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("costguard", "LLM cost budget and reports (pytest-costguard)")
     for name, flag, help_text, ini_type, default in _OPTIONS:
         if flag is not None:
-            metavar = {"llm_report": "PATH", "llm_baseline": "PATH", "llm_route": "POLICY", "llm_cache": "MODE",
+            metavar = {"llm_report": "PATH", "llm_baseline": "PATH", "llm_ledger": "PATH",
+                       "llm_route": "POLICY", "llm_cache": "MODE",
                        "llm_cheap_model": "MODEL", "llm_baseline_fail": "PCT"}.get(name, "USD")
             group.addoption(
                 flag,
@@ -89,9 +93,27 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = resolve_settings(_getter(config))
     except SettingsError as exc:
         raise pytest.UsageError(str(exc)) from None
+    from .xdist import is_xdist_worker, register_xdist_hooks
+
+    # Loaded first, so a bad baseline stops the run before anything is set up; only the controller compares.
+    baseline = None
+    if settings.baseline is not None and not is_xdist_worker(config):
+        baseline = _load_baseline(config, settings.baseline)
     session = CostguardSession(config, settings)
+    session.baseline = baseline
     config.stash[_SESSION_KEY] = session
     config.pluginmanager.register(session, "costguard-session")
+    register_xdist_hooks(config, session)
+
+
+def _load_baseline(config: pytest.Config, path: str) -> dict[str, Any]:
+    from .report import ReportError, load_report
+
+    source = _getter(config)("llm_baseline")[1]
+    try:
+        return load_report(path if os.path.isabs(path) else config.rootpath / path)
+    except ReportError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -148,6 +170,8 @@ class CostguardSession:
         self.extra_records: list[CostRecord] = []
         self.extra_refusals: list[Any] = []
         self.extra_failed_attempts = 0
+        self.baseline: dict[str, Any] | None = None
+        self.baseline_comparison: BaselineComparison | None = None
         self.guard_ready()
 
     # -- the guard ---------------------------------------------------------------------------------------------
@@ -155,14 +179,19 @@ class CostguardSession:
         """Create the guard (cheap: no heavy import) and make every Anthropic client report to it."""
         if self._guard is None:
             from .guard import CostGuard, GuardConfig
-            from .ledger import InMemoryLedger
             from .providers import anthropic as provider
+            from .xdist import session_ledger
 
             settings = self.settings
             config = GuardConfig(route=settings.route, auto_cache=settings.cache == "auto", prices=settings.prices)
-            self._guard = CostGuard(config, InMemoryLedger(limit=settings.budget, scope="session"))
+            # In memory, or an SQLite file shared with xdist workers / kept on disk (--llm-ledger).
+            ledger = session_ledger(self.config, settings, self._running_test)
+            self._guard = CostGuard(config, ledger)
             provider.install(self._guard)
         return self._guard
+
+    def _running_test(self) -> str | None:
+        return self._guard.scope.tag if self._guard is not None else None
 
     @property
     def guard(self) -> CostGuard:
@@ -173,7 +202,8 @@ class CostguardSession:
         """Stop metering (clients built during the run pass calls through untouched afterwards)."""
         from .providers import anthropic as provider
 
-        provider.uninstall()
+        if self._guard is not None:
+            provider.uninstall(self._guard)
 
     # -- hooks -------------------------------------------------------------------------------------------------
     def pytest_report_header(self) -> str:
@@ -207,13 +237,15 @@ class CostguardSession:
             guard.scope = Scope()
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         if call.when == "teardown":
             cost, calls = self._test_cost(item.nodeid)
             # On the report as plain strings: they survive xdist serialization and reach JUnit XML.
             item.user_properties.append(("llm_cost_usd", str(cost)))
             item.user_properties.append(("llm_calls", str(calls)))
-        report: pytest.TestReport = yield
+        report = yield
         if call.when == "call" and report.passed:
             refused = [r for r in self.guard.refusals if r.tag == item.nodeid and r.scope != "session"]
             if refused:
@@ -243,6 +275,9 @@ class CostguardSession:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from .report import RefusalInfo, build_report, write_report
 
+        if hasattr(self.config, "workerinput"):
+            # An xdist worker sends its records to the controller (xdist.py), which reports for the run.
+            return
         guard = self.guard
         guard.settle_open()
         refusals = [
@@ -258,6 +293,7 @@ class CostguardSession:
             failed_attempts=guard.failed_attempts + self.extra_failed_attempts,
             labels={"backend": "emulator"} if os.environ.get("COSTGUARD_BACKEND") == "emulator" else None,
         )
+        comparison = self._compare_with_baseline(self.report)
         for path in self.settings.reports:
             write_report(self.report, self.config.rootpath / path if not os.path.isabs(path) else path)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -268,12 +304,30 @@ class CostguardSession:
                 fh.write(render_markdown(self.report))
         if self.report["budget_exceeded"] and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if comparison is not None and comparison.failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _compare_with_baseline(self, report: dict[str, Any]) -> BaselineComparison | None:
+        """Compare with --llm-baseline, putting the result into the report (JSON and Markdown)."""
+        if self.baseline is None:
+            return None
+        from .baseline import compare
+
+        settings = self.settings
+        comparison = compare(
+            report, self.baseline, fail_pct=settings.baseline_fail_pct, floor=settings.baseline_floor
+        )
+        self.baseline_comparison = comparison
+        report["baseline"] = {"path": settings.baseline, **comparison.to_json()}
+        report.setdefault("markdown_sections", []).append(comparison.markdown())
+        return comparison
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .report import terminal_lines
 
         report = self.report
-        if report is None or not (report["calls"] or report["refused_calls"]):
+        comparison = self.baseline_comparison
+        if report is None or not (report["calls"] or report["refused_calls"] or comparison is not None):
             return
         title = "LLM cost (pytest-costguard)"
         if report.get("backend") == "emulator":
@@ -289,6 +343,10 @@ class CostguardSession:
                 red=True,
                 bold=True,
             )
+        if comparison is not None:
+            for line in comparison.terminal_lines():
+                failing = line.startswith("LLM COST REGRESSION")
+                terminalreporter.write_line(line, red=failing, bold=failing)
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------------
@@ -403,3 +461,30 @@ def llm_emulator() -> Iterator[Any]:
 
     with Emulator() as emulator:
         yield emulator
+
+
+class SessionPipeline:
+    """The core `process` bound to a client metered by the session: call `.process(text)`."""
+
+    def __init__(self, client: Any, config: Any) -> None:
+        from .tracking import CostTracker
+
+        self.client = client
+        self.config = config
+        # The session budget is enforced by the guard on every call; this tracker is the pipeline's own view.
+        self.tracker = CostTracker(budget_limit=None)
+
+    def process(self, text: str, config: Any = None) -> Any:
+        """Run `text` through route -> budget check -> call with retry and caching -> price; return the result."""
+        from .pipeline import process
+
+        result, self.tracker = process(text, config or self.config, self.tracker, client=self.client)
+        return result
+
+
+@pytest.fixture
+def llm_pipeline(llm_client: Any, request: pytest.FixtureRequest) -> SessionPipeline:
+    """The library's `process()` bound to this session's metered client (config: `PipelineConfig()`)."""
+    from .pipeline import PipelineConfig
+
+    return SessionPipeline(llm_client, PipelineConfig(tag=request.node.nodeid))

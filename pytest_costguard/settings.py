@@ -5,7 +5,7 @@ No pytest import: the plugin hands in raw strings and turns `SettingsError` into
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Literal
@@ -22,6 +22,9 @@ class SettingsError(ValueError):
     """A setting's value is not valid; the message names the setting and the value."""
 
 
+_MAX_USD = Decimal(1_000_000_000)
+
+
 def parse_usd(value: object, *, source: str) -> Decimal:
     """Parse a non-negative, finite dollar amount ("2", "2.00", "$0.50")."""
     text = str(value).strip()
@@ -33,6 +36,8 @@ def parse_usd(value: object, *, source: str) -> Decimal:
         raise SettingsError(f"{source}: {text!r} is not a finite dollar amount")
     if amount < 0:
         raise SettingsError(f"{source}: {text!r} is negative; a budget is 0 or more dollars")
+    if amount > _MAX_USD:
+        raise SettingsError(f"{source}: {text!r} is not a plausible dollar amount (at most {_MAX_USD:,})")
     return amount
 
 
@@ -63,7 +68,7 @@ def parse_prices(lines: Sequence[str], *, source: str) -> dict[str, PriceOverrid
             values[key] = parse_usd(amount, source=f"{source} line {number} {key}")
         if "input" not in values or "output" not in values:
             raise SettingsError(f"{source} line {number}: {model!r} needs both input= and output= prices")
-        overrides[model] = PriceOverride(**values)  # type: ignore[arg-type]
+        overrides[model] = PriceOverride(**values)
     return overrides
 
 
@@ -89,6 +94,8 @@ class Settings:
     """Fail when cost rises more than this percentage above the baseline."""
     baseline_floor: Decimal = Decimal("0.01")
     """Increases smaller than this many dollars are ignored."""
+    ledger: str | None = None
+    """An SQLite ledger file: the session's budget is kept there, durably (else in memory)."""
 
 
 Getter = Callable[[str], tuple[object, str]]
@@ -149,6 +156,7 @@ def resolve_settings(get: Getter) -> Settings:
     fail_pct = None if fail_raw is None else parse_usd(fail_raw.rstrip("%"), source=src)
     floor_raw, src = _raw(get, "llm_baseline_floor")
     floor = Decimal("0.01") if floor_raw is None else parse_usd(floor_raw, source=src)
+    ledger_raw, _ = _raw(get, "llm_ledger")
 
     return Settings(
         budget=budget,
@@ -160,6 +168,7 @@ def resolve_settings(get: Getter) -> Settings:
         baseline=baseline_raw.strip() if baseline_raw else None,
         baseline_fail_pct=fail_pct,
         baseline_floor=floor,
+        ledger=ledger_raw.strip() if ledger_raw else None,
     )
 
 
