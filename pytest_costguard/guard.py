@@ -192,6 +192,7 @@ class CostGuard:
                 tag=ticket.tag,
                 streamed=ticket.streamed,
                 retries=ticket.retries,
+                reserved_usd=ticket.worst_case,
                 estimated=True,
             )
         else:
@@ -213,6 +214,7 @@ class CostGuard:
                 tag=ticket.tag,
                 streamed=ticket.streamed,
                 retries=ticket.retries,
+                reserved_usd=ticket.worst_case,
                 estimated=estimated,
                 cost_at_requested_usd=self._cost_or_none(usage, ticket.requested_model),
                 cost_uncached_usd=self._cost_or_none(_uncached(usage), billed_model),

@@ -127,8 +127,11 @@ def build_report(
     routing_saved = Decimal(0)
     caching_saved = Decimal(0)
     calls = []
+    overruns = 0
     for record in records:
         total += record.cost_usd
+        if record.reserved_usd is not None and record.cost_usd > record.reserved_usd:
+            overruns += 1
         target = per_test.setdefault(record.tag, _blank_totals()) if record.tag is not None else session
         _add(target, record)
         _add(by_model.setdefault(record.model, _blank_totals()), record)
@@ -163,6 +166,7 @@ def build_report(
         ],
         "failed_attempts": failed_attempts,
         "estimated_calls": sum(1 for c in calls if c["estimated"]),
+        "worst_case_overruns": overruns,
         "tests": tests,
         "session": _totals_json(session),
         "calls": calls,
@@ -283,6 +287,11 @@ def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
         )
     if report["refused_calls"]:
         out.append(f"refused calls: {report['refused_calls']}")
+    if report.get("worst_case_overruns"):
+        out.append(
+            f"WARNING: {report['worst_case_overruns']} call(s) cost more than their pre-send worst case: "
+            "the budget bound's assumptions did not hold for them (see docs/budgets.md)"
+        )
     return out
 
 

@@ -90,7 +90,8 @@ CREATE TABLE IF NOT EXISTS records (
     retries INTEGER NOT NULL,
     estimated INTEGER NOT NULL,
     cost_at_requested_usd TEXT,
-    cost_uncached_usd TEXT
+    cost_uncached_usd TEXT,
+    reserved_usd TEXT
 );
 CREATE TABLE IF NOT EXISTS refusals (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -119,8 +120,9 @@ _RECORD_FIELDS = (
     "estimated",
     "cost_at_requested_usd",
     "cost_uncached_usd",
+    "reserved_usd",
 )
-_MONEY_FIELDS = frozenset({"cost_usd", "cost_at_requested_usd", "cost_uncached_usd"})
+_MONEY_FIELDS = frozenset({"cost_usd", "cost_at_requested_usd", "cost_uncached_usd", "reserved_usd"})
 _BOOL_FIELDS = frozenset({"streamed", "estimated"})
 
 

@@ -62,6 +62,8 @@ class CostRecord:
     """What the same usage would have cost at the requested model (for routing savings)."""
     cost_uncached_usd: Decimal | None = None
     """What the same tokens would have cost with no prompt caching (for caching savings)."""
+    reserved_usd: Decimal | None = None
+    """The worst case reserved before sending: a real cost above it means the bound's assumptions failed."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.cost_usd, Decimal):

@@ -27,6 +27,7 @@ class FakeAPI:
         self.requests: list[dict[str, Any]] = []
         self.errors: list[int] = []
         self.cut_streams = False
+        self.physical = True
         self._lock = threading.Lock()
 
     # -- the handler ---------------------------------------------------------------------------------------
@@ -47,7 +48,8 @@ class FakeAPI:
         usage = {**self.usage}
         # A byte-level BPE never yields more tokens than bytes: keep the script physically possible.
         text_bytes = len(json.dumps([body.get("system"), body["messages"]], ensure_ascii=False).encode())
-        usage["input_tokens"] = min(usage.get("input_tokens", 0), text_bytes)
+        if self.physical:
+            usage["input_tokens"] = min(usage.get("input_tokens", 0), text_bytes)
         usage["output_tokens"] = min(usage.get("output_tokens", 0), body.get("max_tokens", 10**9))
         if body.get("stream"):
             return self._stream(body, usage)

@@ -122,3 +122,17 @@ def test_an_application_can_meter_its_own_client_in_production() -> None:
     client = api.client(middleware=[middleware_for(guard)])
     client.messages.create(**REQUEST)
     assert guard.total_cost == Decimal("0.00015")
+
+
+def test_a_call_billed_above_its_worst_case_is_flagged_in_the_report() -> None:
+    from pytest_costguard.report import build_report, terminal_lines
+
+    guard, api = _guarded("10")
+    api.usage = {"input_tokens": 50_000, "output_tokens": 10}
+    api.physical = False  # bills more input tokens than the request has bytes: impossible for the real API
+    api.client(middleware=[middleware_for(guard)]).messages.create(**REQUEST)
+    (record,) = guard.records
+    assert record.reserved_usd is not None and record.cost_usd > record.reserved_usd
+    report = build_report(guard.records, {})
+    assert report["worst_case_overruns"] == 1
+    assert any("cost more than their pre-send worst case" in line for line in terminal_lines(report))
