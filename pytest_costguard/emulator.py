@@ -55,6 +55,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any
 
+from .caching import DEFAULT_MINIMUMS, min_cacheable_tokens
+
 __all__ = [
     "CACHE_MINIMUMS",
     "DEFAULT_CACHE_MINIMUM",
@@ -68,25 +70,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_MINIMUM = 1024
-CACHE_MINIMUMS: dict[str, int] = {
-    "claude-opus-5": 512,
-    "claude-sonnet-5-5": 512,
-    "claude-haiku-5-5": 512,
-    "claude-fable-5": 512,
-    "claude-mythos-5": 512,
-    "claude-opus-4-8": 1024,
-    "claude-sonnet-5": 1024,
-    "claude-sonnet-4-5": 1024,
-    "claude-sonnet-4-6": 1024,
-    "claude-opus-4-7": 2048,
-    "claude-opus-4-5": 4096,
-    "claude-opus-4-6": 4096,
-    "claude-haiku-4-5": 4096,
-    "claude-3-5-haiku": 2048,
-    "claude-3-haiku": 2048,
-}
+# The same table the caching module uses to decide what to mark: one source for Anthropic's minimums.
+CACHE_MINIMUMS = DEFAULT_MINIMUMS
 """Minimum cacheable prompt length in tokens, by model-name prefix (the longest matching prefix wins)."""
+DEFAULT_CACHE_MINIMUM = DEFAULT_MINIMUMS.default
 
 MAX_BREAKPOINTS = 4
 MESSAGE_OVERHEAD = 3
@@ -155,11 +142,7 @@ def _default_known_model(name: str) -> bool:
 
 def cache_minimum(model: str) -> int:
     """Return the minimum cacheable prompt length of `model`, in tokens."""
-    best = ""
-    for prefix in CACHE_MINIMUMS:
-        if model.startswith(prefix) and len(prefix) > len(best):
-            best = prefix
-    return CACHE_MINIMUMS[best] if best else DEFAULT_CACHE_MINIMUM
+    return min_cacheable_tokens(model)
 
 
 def _compact(value: Any) -> str:

@@ -181,21 +181,18 @@ class CostGuard:
     ) -> CostRecord:
         """End an attempt that was billed: record its real cost (or its worst case when usage is missing)."""
         billed_model = model or ticket.model
-        prices = self.config.prices
+        common: dict[str, Any] = {
+            "model": billed_model,
+            "requested_model": ticket.requested_model,
+            "tag": ticket.tag,
+            "streamed": ticket.streamed,
+            "retries": ticket.retries,
+            "reserved_usd": ticket.worst_case,
+        }
         if usage is None:
-            record = CostRecord(
-                model=billed_model,
-                input_tokens=0,
-                output_tokens=0,
-                cost_usd=ticket.worst_case,
-                requested_model=ticket.requested_model,
-                tag=ticket.tag,
-                streamed=ticket.streamed,
-                retries=ticket.retries,
-                reserved_usd=ticket.worst_case,
-                estimated=True,
-            )
+            record = CostRecord(input_tokens=0, output_tokens=0, cost_usd=ticket.worst_case, estimated=True, **common)
         else:
+            prices = self.config.prices
             try:
                 cost = prices.cost(usage, billed_model)
             except UnknownModelPrice:
@@ -203,21 +200,16 @@ class CostGuard:
                 # admitted it for, whose price we know.
                 cost = prices.cost(usage, ticket.model)
             record = CostRecord(
-                model=billed_model,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cost_usd=cost,
-                requested_model=ticket.requested_model,
                 cache_creation_input_tokens=usage.cache_creation_input_tokens,
                 cache_read_input_tokens=usage.cache_read_input_tokens,
                 web_search_requests=usage.web_search_requests,
-                tag=ticket.tag,
-                streamed=ticket.streamed,
-                retries=ticket.retries,
-                reserved_usd=ticket.worst_case,
                 estimated=estimated,
                 cost_at_requested_usd=self._cost_or_none(usage, ticket.requested_model),
                 cost_uncached_usd=self._cost_or_none(_uncached(usage), billed_model),
+                **common,
             )
         if not self._close(ticket):
             return record
