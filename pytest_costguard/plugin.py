@@ -10,6 +10,7 @@ import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -106,12 +107,20 @@ def pytest_configure(config: pytest.Config) -> None:
     register_xdist_hooks(config, session)
 
 
+def user_path(config: pytest.Config, name: str, path: str) -> Path:
+    """Resolve a path setting as pytest does: from the command line, relative to where pytest was started;
+    from the ini file, relative to that file's folder."""
+    if config.getoption(name, None) not in (None, []):
+        return config.invocation_params.dir / path
+    return (config.inipath.parent if config.inipath else config.rootpath) / path
+
+
 def _load_baseline(config: pytest.Config, path: str) -> dict[str, Any]:
     from .report import ReportError, load_report
 
     source = _getter(config)("llm_baseline")[1]
     try:
-        return load_report(path if os.path.isabs(path) else config.rootpath / path)
+        return load_report(user_path(config, "llm_baseline", path))
     except ReportError as exc:
         raise pytest.UsageError(f"{source}: {exc}") from None
 
@@ -295,7 +304,7 @@ class CostguardSession:
         )
         comparison = self._compare_with_baseline(self.report)
         for path in self.settings.reports:
-            write_report(self.report, self.config.rootpath / path if not os.path.isabs(path) else path)
+            write_report(self.report, user_path(self.config, "llm_report", path))
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and (records or refusals):
             from .report import render_markdown

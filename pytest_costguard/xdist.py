@@ -105,9 +105,9 @@ def session_ledger(config: pytest.Config, settings: Settings, tag_source: Callab
     if settings.ledger is None and not (controller and settings.budget is not None):
         return InMemoryLedger(limit=settings.budget, scope="session")
     if settings.ledger is not None:
-        path = Path(settings.ledger)
-        if not path.is_absolute():
-            path = config.rootpath / path
+        from .plugin import user_path
+
+        path = user_path(config, "llm_ledger", settings.ledger)
         scratch = None
     else:
         scratch = tempfile.mkdtemp(prefix="pytest-costguard-")

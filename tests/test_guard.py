@@ -136,3 +136,32 @@ def test_a_call_billed_above_its_worst_case_is_flagged_in_the_report() -> None:
     report = build_report(guard.records, {})
     assert report["worst_case_overruns"] == 1
     assert any("cost more than their pre-send worst case" in line for line in terminal_lines(report))
+
+
+@pytest.mark.parametrize(
+    ("error", "charged"),
+    [("ConnectError", False), ("ConnectTimeout", False), ("ReadTimeout", True), ("RemoteProtocolError", True)],
+)
+def test_a_transport_failure_is_charged_only_once_the_request_reached_the_server(error: str, charged: bool) -> None:
+    import httpx2
+
+    guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal("1")))
+
+    def fail(request: httpx2.Request) -> httpx2.Response:
+        raise getattr(httpx2, error)("scripted", request=request)
+
+    import anthropic
+
+    client = anthropic.Anthropic(
+        api_key="k",
+        max_retries=0,
+        middleware=[middleware_for(guard)],
+        http_client=httpx2.Client(transport=httpx2.MockTransport(fail)),
+    )
+    with pytest.raises(anthropic.APIConnectionError):
+        client.messages.create(**REQUEST)
+    assert guard.ledger.reserved == 0
+    assert len(guard.records) == int(charged)
+    assert guard.failed_attempts == int(not charged)
+    if charged:
+        assert guard.records[0].estimated and guard.records[0].cost_usd == guard.records[0].reserved_usd

@@ -202,6 +202,30 @@ def _observe(guard: CostGuard, ticket: Ticket, http: Any, wrap: Callable[..., An
     return False
 
 
+def _reached_the_server(exc: BaseException) -> bool:
+    """Return whether an attempt failed after its whole request was sent (so the API may have billed it)."""
+    import httpx2
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (httpx2.ReadTimeout, httpx2.ReadError, httpx2.RemoteProtocolError)):
+            return True
+        if isinstance(seen, httpx2.TransportError):
+            return False  # could not connect, or could not finish sending: nothing to bill
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _end_failed_attempt(guard: CostGuard, ticket: Ticket, exc: BaseException) -> None:
+    # A read timeout or a connection dropped before the reply came after the server had the request: it may
+    # have generated (and billed) a reply nobody received, and the SDK's retry carries no idempotency key.
+    # Charge its worst case, estimated, rather than let retried timeouts slip past the budget.
+    if _reached_the_server(exc):
+        guard.settle(ticket, None)
+    else:
+        guard.release(ticket)
+
+
 def _settle_body(guard: CostGuard, ticket: Ticket, content: bytes) -> None:
     usage, model = _body_usage(content)
     # A 200 without readable usage (malformed, or usage missing) was billed something: charge the worst case.
@@ -221,8 +245,8 @@ def _make_middleware_class() -> type[Any]:
             guard, ticket, request = admitted
             try:
                 response = call_next(request)
-            except BaseException:
-                guard.release(ticket)
+            except BaseException as exc:
+                _end_failed_attempt(guard, ticket, exc)
                 raise
             http = response.http_response
             if _observe(guard, ticket, http, _metered_sync_stream):
@@ -241,8 +265,8 @@ def _make_middleware_class() -> type[Any]:
             guard, ticket, request = admitted
             try:
                 response = await call_next(request)
-            except BaseException:
-                guard.release(ticket)
+            except BaseException as exc:
+                _end_failed_attempt(guard, ticket, exc)
                 raise
             http = response.http_response
             if _observe(guard, ticket, http, _metered_async_stream):
