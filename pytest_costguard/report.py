@@ -42,12 +42,15 @@ def _num(amount: Decimal) -> float:
     return float(round(amount, 10))
 
 
-def format_usd(amount: Decimal | float) -> str:
-    """Format dollars for people: cents for sums of a dollar or more, significant digits below."""
+def format_usd(amount: Decimal | float, *, limit: bool = False) -> str:
+    """Format dollars for people: cents for sums of a dollar or more, significant digits below.
+
+    `limit` marks an amount a person chose (a budget): shown in cents when it is a whole number of cents.
+    """
     value = Decimal(str(amount))
     if value == 0:
         return "$0.00"
-    if abs(value) >= 1:
+    if abs(value) >= 1 or (limit and value == value.quantize(Decimal("0.01"))):
         return f"${value:,.2f}"
     if abs(value) >= Decimal("0.0001"):
         return f"${value:.4f}"
@@ -192,7 +195,7 @@ def budget_line(report: Mapping[str, Any]) -> str:
     if not budget:
         return f"{format_usd(total)} (no budget)"
     share = (Decimal(str(total)) * 100 / Decimal(str(budget))).quantize(Decimal("0.1"), ROUND_HALF_UP)
-    return f"{format_usd(total)} of {format_usd(budget)}, {share}%"
+    return f"{format_usd(total)} of {format_usd(budget, limit=True)}, {share}%"
 
 
 def _expensive(report: Mapping[str, Any], top: int) -> list[Mapping[str, Any]]:

@@ -176,9 +176,9 @@ def describe(settings: Settings) -> str:
     """Return the one-line summary shown in pytest's report header."""
     from .report import format_usd
 
-    parts = [f"budget {format_usd(settings.budget)}" if settings.budget is not None else "no budget"]
+    parts = [f"budget {format_usd(settings.budget, limit=True)}" if settings.budget is not None else "no budget"]
     if settings.budget_per_test is not None:
-        parts.append(f"per test {format_usd(settings.budget_per_test)}")
+        parts.append(f"per test {format_usd(settings.budget_per_test, limit=True)}")
     route = settings.route
     if route.mode == "cheap":
         parts.append(f"route cheap -> {route.config.cheap_model}")

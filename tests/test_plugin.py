@@ -48,7 +48,7 @@ def test_the_report_header_shows_budget_and_routing(fake_pytester: pytest.Pytest
     fake_pytester.makepyfile("def test_plain(): pass")
     result = fake_pytester.runpytest("--llm-budget=2", "--llm-budget-per-test=0.1", "--llm-route=cheap")
     result.stdout.fnmatch_lines(
-        ["costguard: budget $2.00, per test $0.1000, route cheap -> claude-haiku-4-5, cache off"]
+        ["costguard: budget $2.00, per test $0.10, route cheap -> claude-haiku-4-5, cache off"]
     )
 
 
