@@ -78,13 +78,17 @@ def session_ledger(config: pytest.Config, settings: Settings, tag_source: Callab
     single process uses an SQLite ledger only when `--llm-ledger` asks for a durable one. Otherwise the
     budget lives in memory.
     """
+    workerinput: Mapping[str, Any] | None = getattr(config, "workerinput", None)
+    shared: str | None = workerinput.get(LEDGER_KEY) if workerinput is not None else None
+    if workerinput is not None and not shared:
+        return InMemoryLedger(limit=settings.budget, scope="session")
+    controller = is_xdist_controller(config)
+    if workerinput is None and settings.ledger is None and not (controller and settings.budget is not None):
+        return InMemoryLedger(limit=settings.budget, scope="session")
+    # Only now: sqlite3 is not free to import, and most runs keep their budget in memory.
     from .sqlite_ledger import LedgerError, SqliteLedger
 
-    workerinput: Mapping[str, Any] | None = getattr(config, "workerinput", None)
-    if workerinput is not None:
-        shared = workerinput.get(LEDGER_KEY)
-        if not shared:
-            return InMemoryLedger(limit=settings.budget, scope="session")
+    if workerinput is not None and shared:
         if workerinput.get(HOST_KEY) != socket.gethostname():
             # Separate files would multiply the budget by the number of hosts: refuse rather than overspend.
             raise pytest.UsageError(
@@ -101,9 +105,6 @@ def session_ledger(config: pytest.Config, settings: Settings, tag_source: Callab
         config.add_cleanup(ledger.close)
         return ledger
 
-    controller = is_xdist_controller(config)
-    if settings.ledger is None and not (controller and settings.budget is not None):
-        return InMemoryLedger(limit=settings.budget, scope="session")
     if settings.ledger is not None:
         from .plugin import user_path
 
