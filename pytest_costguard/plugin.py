@@ -181,6 +181,7 @@ class CostguardSession:
         self.extra_failed_attempts = 0
         self.baseline: dict[str, Any] | None = None
         self.baseline_comparison: BaselineComparison | None = None
+        self.write_errors: list[str] = []
         self.guard_ready()
 
     # -- the guard ---------------------------------------------------------------------------------------------
@@ -303,14 +304,25 @@ class CostguardSession:
             labels={"backend": "emulator"} if os.environ.get("COSTGUARD_BACKEND") == "emulator" else None,
         )
         comparison = self._compare_with_baseline(self.report)
+        self.write_errors = []
         for path in self.settings.reports:
-            write_report(self.report, user_path(self.config, "llm_report", path))
+            target = user_path(self.config, "llm_report", path)
+            try:
+                write_report(self.report, target)
+            except OSError as exc:
+                self.write_errors.append(f"--llm-report: cannot write {str(target)!r}: {exc.strerror or exc}")
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and (records or refusals):
             from .report import render_markdown
 
-            with open(summary, "a", encoding="utf-8") as fh:
-                fh.write(render_markdown(self.report))
+            try:
+                with open(summary, "a", encoding="utf-8") as fh:
+                    fh.write(render_markdown(self.report))
+            except OSError as exc:
+                self.write_errors.append(f"GITHUB_STEP_SUMMARY: cannot append to {summary!r}: {exc.strerror or exc}")
+        if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
+            # A CI gate reads the report: a run whose report is missing must not pass silently.
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
         if self.report["budget_exceeded"] and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if comparison is not None and comparison.failed and session.exitstatus == pytest.ExitCode.OK:
@@ -334,6 +346,8 @@ class CostguardSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .report import terminal_lines
 
+        for error in self.write_errors:
+            terminalreporter.write_line(f"pytest-costguard: {error}", red=True, bold=True)
         report = self.report
         comparison = self.baseline_comparison
         if report is None or not (report["calls"] or report["refused_calls"] or comparison is not None):

@@ -534,3 +534,14 @@ def test_pipeline(llm_pipeline, llm_cost):
     )
     fake_pytester.runpytest("--llm-report=r.json").assert_outcomes(passed=1)
     assert _report(fake_pytester)["calls"][0]["nodeid"] == "test_suite.py::test_pipeline"
+
+
+def test_an_unwritable_report_path_is_a_clear_error_not_a_traceback(fake_pytester: pytest.Pytester) -> None:
+    _suite(fake_pytester, "def test_x(): ask()")
+    (fake_pytester.path / "blocked").write_text("a file where a folder should be")
+    result = fake_pytester.runpytest("--llm-report=blocked/r.json", "--llm-report=ok.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*pytest-costguard: --llm-report: cannot write *blocked/r.json*"])
+    assert "Traceback" not in result.stdout.str()
+    # Nothing already recorded is lost: the other report is written whole.
+    assert _report(fake_pytester, "ok.json")["calls"][0]["nodeid"] == "test_suite.py::test_x"
