@@ -38,6 +38,8 @@ REMOTE_DOCUMENT_ALLOWANCE = 100_000
 DEFAULT_WEB_SEARCH_USES = 10
 WEB_SEARCH_RESULT_ALLOWANCE = 50_000
 _INLINE_SOURCES = {"base64", "text", "content"}
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def _usd(amount: Decimal) -> str:
@@ -92,7 +94,7 @@ def _rebuild_budget_error(
 
 def _walk_blocks(value: Any, counts: dict[str, int]) -> None:
     """Count remote media and cache breakpoints anywhere in a request's content."""
-    if isinstance(value, Mapping):
+    if isinstance(value, (dict, Mapping)):
         if "cache_control" in value and isinstance(value["cache_control"], Mapping):
             counts["breakpoints"] += 1
             if value["cache_control"].get("ttl") == "1h":
@@ -106,7 +108,8 @@ def _walk_blocks(value: Any, counts: dict[str, int]) -> None:
                 _walk_blocks(item, counts)
     elif isinstance(value, list):
         for item in value:
-            _walk_blocks(item, counts)
+            if not isinstance(item, _SCALARS):
+                _walk_blocks(item, counts)
 
 
 def _web_search_uses(tools: Any) -> int:
@@ -122,9 +125,11 @@ def _web_search_uses(tools: Any) -> int:
 def _scan(request: Mapping[str, Any]) -> tuple[int, dict[str, int]]:
     """Return the input-token bound of `request` and what it holds (breakpoints, 1h TTLs, remote media)."""
     billed = {key: request[key] for key in ("system", "messages", "tools") if key in request}
-    size = len(json.dumps(billed, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8"))
+    text = _ENCODER.encode(billed)
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     counts = {"breakpoints": 0, "ttl_1h": 0, "remote_image": 0, "remote_document": 0}
-    _walk_blocks(billed, counts)
+    if '"cache_control"' in text or '"source"' in text:
+        _walk_blocks(billed, counts)
     top = request.get("cache_control")
     if isinstance(top, Mapping):
         counts["breakpoints"] += 1

@@ -193,12 +193,23 @@ class CostGuard:
             record = CostRecord(input_tokens=0, output_tokens=0, cost_usd=ticket.worst_case, estimated=True, **common)
         else:
             prices = self.config.prices
+            priced_as_billed = True
             try:
                 cost = prices.cost(usage, billed_model)
             except UnknownModelPrice:
                 # The response names a model we cannot price (an unexpected alias): bill it at the model we
                 # admitted it for, whose price we know.
                 cost = prices.cost(usage, ticket.model)
+                priced_as_billed = False
+            # Unrouted and uncached calls (most calls) cost the same in the counterfactuals: don't price them again.
+            at_requested = (
+                cost if priced_as_billed and ticket.requested_model == billed_model
+                else self._cost_or_none(usage, ticket.requested_model)
+            )
+            uncached = (
+                cost if priced_as_billed and not (usage.cache_creation_input_tokens or usage.cache_read_input_tokens)
+                else self._cost_or_none(_uncached(usage), billed_model)
+            )
             record = CostRecord(
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
@@ -207,8 +218,8 @@ class CostGuard:
                 cache_read_input_tokens=usage.cache_read_input_tokens,
                 web_search_requests=usage.web_search_requests,
                 estimated=estimated,
-                cost_at_requested_usd=self._cost_or_none(usage, ticket.requested_model),
-                cost_uncached_usd=self._cost_or_none(_uncached(usage), billed_model),
+                cost_at_requested_usd=at_requested,
+                cost_uncached_usd=uncached,
                 **common,
             )
         if not self._close(ticket):

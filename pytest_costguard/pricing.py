@@ -81,8 +81,8 @@ def usage_from_response(usage: Mapping[str, Any] | None) -> Usage:
         return Usage()
     creation_total = _int(usage.get("cache_creation_input_tokens"))
     split = usage.get("cache_creation") or {}
-    write_1h = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0
-    write_5m = _int(split.get("ephemeral_5m_input_tokens")) if isinstance(split, Mapping) else 0
+    write_1h = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, (dict, Mapping)) else 0
+    write_5m = _int(split.get("ephemeral_5m_input_tokens")) if isinstance(split, (dict, Mapping)) else 0
     if write_5m + write_1h < creation_total:
         # Older responses carry only the total: those writes were 5-minute writes.
         write_5m = creation_total - write_1h
@@ -94,7 +94,7 @@ def usage_from_response(usage: Mapping[str, Any] | None) -> Usage:
         cache_write_1h_tokens=write_1h,
         cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
         web_search_requests=(
-            _int(server_tools.get("web_search_requests")) if isinstance(server_tools, Mapping) else 0
+            _int(server_tools.get("web_search_requests")) if isinstance(server_tools, (dict, Mapping)) else 0
         ),
         batch=usage.get("service_tier") == "batch",
         fast=usage.get("speed") == "fast",

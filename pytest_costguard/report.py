@@ -135,9 +135,15 @@ def build_report(
         total += record.cost_usd
         if record.reserved_usd is not None and record.cost_usd > record.reserved_usd:
             overruns += 1
-        target = per_test.setdefault(record.tag, _blank_totals()) if record.tag is not None else session
+        # get-then-insert rather than setdefault: setdefault would build a throwaway dict for every record.
+        target = session if record.tag is None else per_test.get(record.tag)
+        if target is None:
+            target = per_test[record.tag] = _blank_totals()  # type: ignore[index]
         _add(target, record)
-        _add(by_model.setdefault(record.model, _blank_totals()), record)
+        model_totals = by_model.get(record.model)
+        if model_totals is None:
+            model_totals = by_model[record.model] = _blank_totals()
+        _add(model_totals, record)
         if record.cost_uncached_usd is not None:
             caching_saved += record.cost_uncached_usd - record.cost_usd
         if record.cost_at_requested_usd is not None and record.requested_model not in (None, record.model):
@@ -302,7 +308,7 @@ def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Non
     """Write a report as JSON (`.json`) or Markdown (`.md`), atomically."""
     target = Path(path)
     if target.suffix.lower() == ".json":
-        text = json.dumps(report, indent=2) + "\n"
+        text = json.dumps(report, separators=(",", ":")) + "\n"
     elif target.suffix.lower() in (".md", ".markdown"):
         text = render_markdown(report)
     else:

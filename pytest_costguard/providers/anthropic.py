@@ -226,7 +226,28 @@ def _end_failed_attempt(guard: CostGuard, ticket: Ticket, exc: BaseException) ->
         guard.release(ticket)
 
 
-def _settle_body(guard: CostGuard, ticket: Ticket, content: bytes) -> None:
+def _parsed_usage(response: Any) -> tuple[Usage, str] | None:
+    """Usage and model from the SDK's parse of the body: the SDK caches it, so its own parse is then free."""
+    try:
+        parsed = response.parse()
+    except Exception:
+        return None  # not a Message (or malformed): the raw body decides, as before
+    usage, model = getattr(parsed, "usage", None), getattr(parsed, "model", None)
+    if usage is None or not hasattr(usage, "__dict__") or not isinstance(model, str):
+        return None
+    fields = dict(vars(usage))
+    for key in ("cache_creation", "server_tool_use"):
+        nested = fields.get(key)
+        if nested is not None and hasattr(nested, "__dict__"):
+            fields[key] = vars(nested)
+    return usage_from_response(fields), model
+
+
+def _settle_body(guard: CostGuard, ticket: Ticket, content: bytes, response: Any = None) -> None:
+    parsed = _parsed_usage(response) if response is not None else None
+    if parsed is not None:
+        guard.settle(ticket, parsed[0], parsed[1])
+        return
     usage, model = _body_usage(content)
     # A 200 without readable usage (malformed, or usage missing) was billed something: charge the worst case.
     guard.settle(ticket, usage, model, estimated=usage is None)
@@ -255,7 +276,7 @@ def _make_middleware_class() -> type[Any]:
                 except BaseException:
                     guard.settle_incomplete(ticket, None)
                     raise
-                _settle_body(guard, ticket, content)
+                _settle_body(guard, ticket, content, response)
             return response
 
         async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
