@@ -5,11 +5,11 @@ one `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock first, so two
 see room that only one of them fits. Whatever the timing, the money settled by all processes stays within
 the limit as long as each call's real cost is within the worst case it reserved.
 
-`settle` stores the call's full `CostRecord` in the transaction that drops its reservation, committed with
-`synchronous=FULL`, so every settled call is synced to disk before the caller sees its response; a run killed
-with SIGKILL (or a machine losing power) leaves a file `read_ledger` and `costguard report` can still account
-for. Other writes (reservations, releases, refusals) commit with `synchronous=NORMAL`: in WAL mode they
-survive a killed process, only a power cut may lose them, and they cost a tenth of a synced commit. Money is
+`settle` stores the call's full `CostRecord` in the transaction that drops its reservation. Every write
+commits in WAL mode with `synchronous=NORMAL`: a committed transaction is in the WAL file the moment COMMIT
+returns, so a run killed with SIGKILL leaves a file `read_ledger` and `costguard report` can account for to the
+last settled call. Only an operating-system crash or a power cut may lose the last commits; syncing every
+settlement to the disk (`synchronous=FULL`) would guard against that too, at about five times the cost. Money is
 stored as Decimal text, never as SQLite REAL, so sums are exact.
 
 A process that dies with calls in flight leaves their reservations behind. Reservations carry the holder's
@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from .budget import BudgetExceededError
 from .ledger import Reservation
-from .tracking import CostRecord
+from .tracking import MONEY_FIELDS, RECORD_FIELDS, CostRecord
 
 __all__ = [
     "LEDGER_SCHEMA",
@@ -105,24 +105,8 @@ CREATE TABLE IF NOT EXISTS refusals (
 );
 """
 
-_RECORD_FIELDS = (
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "requested_model",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "web_search_requests",
-    "tag",
-    "streamed",
-    "retries",
-    "estimated",
-    "cost_at_requested_usd",
-    "cost_uncached_usd",
-    "reserved_usd",
-)
-_MONEY_FIELDS = frozenset({"cost_usd", "cost_at_requested_usd", "cost_uncached_usd", "reserved_usd"})
+_RECORD_FIELDS = RECORD_FIELDS
+_MONEY_FIELDS = MONEY_FIELDS
 _BOOL_FIELDS = frozenset({"streamed", "estimated"})
 
 
@@ -365,20 +349,11 @@ class SqliteLedger:
         conn.execute("COMMIT")
 
     @contextmanager
-    def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connection()
-            if not durable:
-                with self._transaction(conn):
-                    yield conn
-                return
-            # FULL makes COMMIT return only once the WAL is synced (this and every earlier commit).
-            conn.execute("PRAGMA synchronous=FULL")
-            try:
-                with self._transaction(conn):
-                    yield conn
-            finally:
-                conn.execute("PRAGMA synchronous=NORMAL")
+            with self._transaction(conn):
+                yield conn
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -431,7 +406,7 @@ class SqliteLedger:
 
     def settle(self, reservation: Reservation, record: CostRecord) -> None:
         """Replace a reservation by the call's record, durably (once; later calls are ignored)."""
-        with self._write(durable=True) as conn:
+        with self._write() as conn:
             if conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,)).rowcount == 0:
                 return
             self._insert_record(conn, record, reservation.id, os.getpid(), self.worker)
