@@ -182,6 +182,7 @@ class CostguardSession:
         self.baseline: dict[str, Any] | None = None
         self.baseline_comparison: BaselineComparison | None = None
         self.write_errors: list[str] = []
+        self._by_test: dict[str, list[CostRecord]] = {}
         self.guard_ready()
 
     # -- the guard ---------------------------------------------------------------------------------------------
@@ -197,6 +198,7 @@ class CostguardSession:
             # In memory, or an SQLite file shared with xdist workers / kept on disk (--llm-ledger).
             ledger = session_ledger(self.config, settings, self._running_test)
             self._guard = CostGuard(config, ledger)
+            self._guard.listeners.append(self._index)
             provider.install(self._guard)
         return self._guard
 
@@ -264,8 +266,16 @@ class CostguardSession:
                 report.longrepr = "pytest-costguard: " + refused[0].message
         return report
 
+    def records_of(self, nodeid: str) -> list[CostRecord]:
+        """The calls a test made, from an index kept as calls settle (scanning every record per test is O(n^2))."""
+        return self._by_test.get(nodeid, [])
+
+    def _index(self, record: CostRecord) -> None:
+        if record.tag is not None:
+            self._by_test.setdefault(record.tag, []).append(record)
+
     def _test_cost(self, nodeid: str) -> tuple[Decimal, int]:
-        records = [r for r in self.guard.records if r.tag == nodeid]
+        records = self.records_of(nodeid)
         return sum((r.cost_usd for r in records), Decimal(0)), len(records)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -290,6 +300,9 @@ class CostguardSession:
             return
         guard = self.guard
         guard.settle_open()
+        if not (guard.records or guard.refusals or self.extra_records or self.extra_refusals
+                or self.settings.reports or self.baseline is not None):
+            return
         refusals = [
             RefusalInfo(r.tag, r.scope, r.amount, r.message) for r in guard.refusals
         ] + list(self.extra_refusals)
@@ -387,7 +400,7 @@ class TestCost:
     @property
     def records(self) -> tuple[CostRecord, ...]:
         """Every billed call this test made."""
-        return tuple(r for r in self._session.guard.records if r.tag == self._nodeid)
+        return tuple(self._session.records_of(self._nodeid))
 
     @property
     def total(self) -> Decimal:

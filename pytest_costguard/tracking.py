@@ -8,7 +8,7 @@ and carry their running total.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
@@ -146,3 +146,9 @@ class CostTracker:
 
     def __hash__(self) -> int:
         return hash((self.budget_limit, self.total_cost, self.count))
+
+
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CostRecord))
+"""Every field of a `CostRecord`, in order: what serializers must carry."""
+MONEY_FIELDS: frozenset[str] = frozenset(f.name for f in fields(CostRecord) if "Decimal" in str(f.type))
+"""The `CostRecord` fields holding USD amounts (Decimal): serialized as text, never as floats."""

@@ -17,7 +17,6 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import fields
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ import pytest
 from .ledger import InMemoryLedger, Ledger
 from .report import RefusalInfo
 from .settings import Settings
-from .tracking import CostRecord
+from .tracking import MONEY_FIELDS, RECORD_FIELDS, CostRecord
 
 if TYPE_CHECKING:
     from .plugin import CostguardSession
@@ -49,7 +48,6 @@ HOST_KEY = "costguard_host"
 OUTPUT_KEY = "costguard"
 """`workeroutput` key: what a worker spent, for the controller's report."""
 
-_MONEY = ("cost_usd", "cost_at_requested_usd", "cost_uncached_usd")
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -131,8 +129,8 @@ def session_ledger(config: pytest.Config, settings: Settings, tag_source: Callab
 
 def record_to_json(record: CostRecord) -> dict[str, Any]:
     """Return a record as plain JSON values (money as Decimal text, so nothing is rounded in transit)."""
-    out: dict[str, Any] = {f.name: getattr(record, f.name) for f in fields(CostRecord)}
-    for name in _MONEY:
+    out: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
+    for name in MONEY_FIELDS:
         if out[name] is not None:
             out[name] = str(out[name])
     return out
@@ -140,8 +138,8 @@ def record_to_json(record: CostRecord) -> dict[str, Any]:
 
 def record_from_json(data: Mapping[str, Any]) -> CostRecord:
     """Rebuild a record sent by `record_to_json`."""
-    values = {f.name: data[f.name] for f in fields(CostRecord) if f.name in data}
-    for name in _MONEY:
+    values = {name: data[name] for name in RECORD_FIELDS if name in data}
+    for name in MONEY_FIELDS:
         if values.get(name) is not None:
             values[name] = Decimal(values[name])
     return CostRecord(**values)
