@@ -1,0 +1,101 @@
+"""Report: building and writing the JSON and Markdown reports of 10,000 tests and 50,000 calls.
+
+Times what the plugin does at the end of a run: `build_report` from the records and outcomes, then
+`write_report` to a `.json` and to a `.md` path. The baseline, measured in the same run and alternated with
+it, is the irreducible part: the finished report serialized by the C JSON encoder (`json.dumps(report)`,
+compact) and written to a file, which any JSON report of this data costs. Medians of several rounds.
+
+Run: python benchmarks/bench_report.py [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from _bench import figure, fmt_time, make_parser, median, time_alternating
+
+from pytest_costguard.report import build_report, write_report
+from pytest_costguard.tracking import CostRecord
+
+MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-6")
+
+
+def workload(tests: int, calls: int) -> tuple[list[CostRecord], dict[str, str]]:
+    """Return `calls` records spread over `tests` tests (some routed, some cached) and their outcomes."""
+    nodeids = [f"tests/test_module_{i // 100}.py::test_case_{i}" for i in range(tests)]
+    outcomes = {nodeid: ("failed" if i % 97 == 0 else "passed") for i, nodeid in enumerate(nodeids)}
+    records = []
+    for i in range(calls):
+        model = MODELS[i % len(MODELS)]
+        cost = Decimal(i % 500 + 1) / Decimal(100_000)
+        records.append(
+            CostRecord(
+                model=model,
+                input_tokens=200 + i % 3000,
+                output_tokens=20 + i % 400,
+                cost_usd=cost,
+                requested_model="claude-sonnet-4-6" if i % 5 == 0 else model,
+                cache_read_input_tokens=1024 if i % 7 == 0 else 0,
+                tag=nodeids[i % tests] if i % 50 else None,  # a few calls outside tests (session-level)
+                streamed=i % 3 == 0,
+                cost_at_requested_usd=cost * 3,
+                cost_uncached_usd=cost * 2 if i % 7 == 0 else cost,
+            )
+        )
+    return records, outcomes
+
+
+def main() -> int:
+    args = make_parser(__doc__.splitlines()[0] if __doc__ else "").parse_args()
+    quick: bool = args.quick
+    tests, calls = (1_000, 5_000) if quick else (10_000, 50_000)
+    rounds = 2 if quick else 7
+    records, outcomes = workload(tests, calls)
+    sizes: dict[str, int] = {}
+
+    with tempfile.TemporaryDirectory(prefix="costguard-bench-") as tmp:
+        root = Path(tmp)
+        finished = build_report(records, outcomes, budget=Decimal(100))
+
+        def ours() -> float:
+            start = time.perf_counter()
+            report = build_report(records, outcomes, budget=Decimal(100))
+            write_report(report, root / "report.json")
+            write_report(report, root / "report.md")
+            elapsed = time.perf_counter() - start
+            sizes["json"] = (root / "report.json").stat().st_size
+            sizes["md"] = (root / "report.md").stat().st_size
+            return elapsed
+
+        def floor() -> float:
+            start = time.perf_counter()
+            (root / "floor.json").write_text(json.dumps(finished) + "\n", encoding="utf-8")
+            return time.perf_counter() - start
+
+        variants: dict[str, Callable[[], float]] = {"ours": ours, "floor": floor}
+        times = time_alternating(variants, rounds)
+        check: dict[str, Any] = json.loads((root / "report.json").read_text(encoding="utf-8"))
+
+    assert len(check["calls"]) == calls and len(check["tests"]) == tests, "the report lost calls or tests"
+    ours_t, floor_t = median(times["ours"]), median(times["floor"])
+    figure(
+        "report.build_and_write",
+        f"{tests:,} tests, {calls:,} calls: build + write JSON ({sizes['json'] / 1e6:.1f} MB) + Markdown "
+        f"{fmt_time(ours_t)} vs compact json.dumps+write of the finished report {fmt_time(floor_t)}: "
+        f"ratio {ours_t / floor_t:.2f} (medians of {rounds})",
+        met=ours_t < 1.0,
+        target="< 1 s",
+        quick=quick,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
