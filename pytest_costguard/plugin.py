@@ -7,6 +7,7 @@ pytest's hooks. Heavy libraries (anthropic, genai-prices) are imported only when
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -94,17 +95,23 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = resolve_settings(_getter(config))
     except SettingsError as exc:
         raise pytest.UsageError(str(exc)) from None
-    from .xdist import is_xdist_worker, register_xdist_hooks
-
+    worker = hasattr(config, "workerinput")
+    distributed = worker or (config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") != "no")
     # Loaded first, so a bad baseline stops the run before anything is set up; only the controller compares.
     baseline = None
-    if settings.baseline is not None and not is_xdist_worker(config):
+    if settings.baseline is not None and not worker:
         baseline = _load_baseline(config, settings.baseline)
     session = CostguardSession(config, settings)
     session.baseline = baseline
     config.stash[_SESSION_KEY] = session
     config.pluginmanager.register(session, "costguard-session")
-    register_xdist_hooks(config, session)
+    if distributed or settings.ledger is not None:
+        # A shared or durable ledger is opened now, so a bad --llm-ledger is a usage error before any test.
+        session.guard_ready()
+    if distributed:
+        from .xdist import register_xdist_hooks
+
+        register_xdist_hooks(config, session)
 
 
 def user_path(config: pytest.Config, name: str, path: str) -> Path:
@@ -183,23 +190,33 @@ class CostguardSession:
         self.baseline_comparison: BaselineComparison | None = None
         self.write_errors: list[str] = []
         self._by_test: dict[str, list[CostRecord]] = {}
-        self.guard_ready()
+        self._current: tuple[str, TestMarks] | None = None
+        self._creating = threading.Lock()
+        from .providers import anthropic as provider
+
+        # The guard itself is built on the first LLM call: a suite that makes none never imports its machinery.
+        provider.install(self.guard_ready)
 
     # -- the guard ---------------------------------------------------------------------------------------------
     def guard_ready(self) -> CostGuard:
-        """Create the guard (cheap: no heavy import) and make every Anthropic client report to it."""
-        if self._guard is None:
-            from .guard import CostGuard, GuardConfig
-            from .providers import anthropic as provider
-            from .xdist import session_ledger
+        """Return the guard metering this session's calls, creating it on first use."""
+        if self._guard is not None:
+            return self._guard
+        with self._creating:  # the first calls may come from several threads at once
+            if self._guard is None:
+                from .guard import CostGuard, GuardConfig
+                from .xdist import session_ledger
 
-            settings = self.settings
-            config = GuardConfig(route=settings.route, auto_cache=settings.cache == "auto", prices=settings.prices)
-            # In memory, or an SQLite file shared with xdist workers / kept on disk (--llm-ledger).
-            ledger = session_ledger(self.config, settings, self._running_test)
-            self._guard = CostGuard(config, ledger)
-            self._guard.listeners.append(self._index)
-            provider.install(self._guard)
+                settings = self.settings
+                config = GuardConfig(
+                    route=settings.route, auto_cache=settings.cache == "auto", prices=settings.prices
+                )
+                # In memory, or an SQLite file shared with xdist workers / kept on disk (--llm-ledger).
+                guard = CostGuard(config, session_ledger(self.config, settings, self._running_test))
+                guard.listeners.append(self._index)
+                self._guard = guard
+                if self._current is not None:
+                    self._enter_scope()
         return self._guard
 
     def _running_test(self) -> str | None:
@@ -214,8 +231,7 @@ class CostguardSession:
         """Stop metering (clients built during the run pass calls through untouched afterwards)."""
         from .providers import anthropic as provider
 
-        if self._guard is not None:
-            provider.uninstall(self._guard)
+        provider.uninstall(self.guard_ready)
 
     # -- hooks -------------------------------------------------------------------------------------------------
     def pytest_report_header(self) -> str:
@@ -233,20 +249,27 @@ class CostguardSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
-        from .guard import Scope
-        from .ledger import InMemoryLedger
-
-        marks = self.marks.get(item.nodeid) or _marks(item, self.settings)
-        ledger = None
-        if marks.budget is not None:
-            ledger = InMemoryLedger(limit=marks.budget, scope=f"test {item.nodeid}")
-            self.test_ledgers[item.nodeid] = ledger
-        guard = self.guard
-        guard.scope = Scope(tag=item.nodeid, ledger=ledger, pinned_model=marks.model)
+        self._current = (item.nodeid, self.marks.get(item.nodeid) or _marks(item, self.settings))
+        if self._guard is not None:
+            self._enter_scope()
         try:
             return (yield)
         finally:
-            guard.scope = Scope()
+            self._current = None
+            if self._guard is not None:
+                self._guard.scope = type(self._guard.scope)()
+
+    def _enter_scope(self) -> None:
+        """Charge the guard's calls to the running test, under its own budget if it has one."""
+        from .guard import Scope
+        from .ledger import InMemoryLedger
+
+        assert self._guard is not None and self._current is not None
+        nodeid, marks = self._current
+        ledger = self.test_ledgers.get(nodeid)
+        if ledger is None and marks.budget is not None:
+            ledger = self.test_ledgers[nodeid] = InMemoryLedger(limit=marks.budget, scope=f"test {nodeid}")
+        self._guard.scope = Scope(tag=nodeid, ledger=ledger, pinned_model=marks.model)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -258,8 +281,8 @@ class CostguardSession:
             item.user_properties.append(("llm_cost_usd", str(cost)))
             item.user_properties.append(("llm_calls", str(calls)))
         report = yield
-        if call.when == "call" and report.passed:
-            refused = [r for r in self.guard.refusals if r.tag == item.nodeid and r.scope != "session"]
+        if call.when == "call" and report.passed and self._guard is not None and self._guard.refusals:
+            refused = [r for r in self._guard.refusals if r.tag == item.nodeid and r.scope != "session"]
             if refused:
                 # The code under test swallowed the refusal; the test still broke its budget.
                 report.outcome = "failed"
@@ -293,16 +316,17 @@ class CostguardSession:
         self.outcomes[report.nodeid] = outcome
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from .report import RefusalInfo, build_report, write_report
-
         if hasattr(self.config, "workerinput"):
             # An xdist worker sends its records to the controller (xdist.py), which reports for the run.
             return
+        if self._guard is not None:
+            self._guard.settle_open()
+        happened = self._guard is not None and (self._guard.records or self._guard.refusals)
+        if not (happened or self.extra_records or self.extra_refusals or self.settings.reports or self.baseline):
+            return  # no call, nothing asked for: an idle suite pays nothing here
+        from .report import RefusalInfo, build_report, write_report
+
         guard = self.guard
-        guard.settle_open()
-        if not (guard.records or guard.refusals or self.extra_records or self.extra_refusals
-                or self.settings.reports or self.baseline is not None):
-            return
         refusals = [
             RefusalInfo(r.tag, r.scope, r.amount, r.message) for r in guard.refusals
         ] + list(self.extra_refusals)
@@ -415,14 +439,15 @@ class TestCost:
     @property
     def limit(self) -> Decimal | None:
         """The test's own budget, if any."""
-        ledger = self._session.test_ledgers.get(self._nodeid)
-        return None if ledger is None else ledger.limit
+        marks = self._session.marks.get(self._nodeid)
+        return None if marks is None else marks.budget
 
     @property
     def remaining(self) -> Decimal | None:
         """What the test may still spend under its own budget (None without one)."""
         ledger = self._session.test_ledgers.get(self._nodeid)
-        return None if ledger is None else ledger.remaining
+        # The test's ledger is opened with its first call; before that, all of its budget is left.
+        return self.limit if ledger is None else ledger.remaining
 
 
 @dataclass(frozen=True)

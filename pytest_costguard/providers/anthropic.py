@@ -16,11 +16,12 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..guard import CostGuard, Ticket
 from ..pricing import Usage, usage_from_response
 
 if TYPE_CHECKING:
     from anthropic import APIRequest
+
+    from ..guard import CostGuard, Ticket
 
 __all__ = ["SSEMeter", "install", "is_installed", "middleware_for", "prepare", "uninstall"]
 
@@ -321,17 +322,25 @@ def middleware_for(guard: CostGuard | Callable[[], CostGuard | None]) -> Any:
 
     For applications: `anthropic.Anthropic(middleware=[middleware_for(guard)])`.
     """
+    from ..guard import CostGuard
+
     getter = guard if callable(guard) and not isinstance(guard, CostGuard) else (lambda: guard)
     return _middleware_class()(getter)
 
 
 # -- process-wide installation -------------------------------------------------------------------------------
-_guards: list[CostGuard] = []
+_guards: list[CostGuard | Callable[[], CostGuard]] = []
 _shared: dict[type[Any], Any] = {}
 
 
 def _active_guard() -> CostGuard | None:
-    return _guards[-1] if _guards else None
+    if not _guards:
+        return None
+    from ..guard import CostGuard
+
+    top = _guards[-1]
+    # A factory (the pytest session's) builds its guard on the first call: idle suites never pay for one.
+    return top if isinstance(top, CostGuard) else top()
 
 
 def _shared_middleware() -> Any:
@@ -403,16 +412,17 @@ def prepare() -> None:
         _patch_base_client_module(module)
 
 
-def install(guard: CostGuard) -> None:
+def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
     """Meter every Anthropic client in this process through `guard`, including clients built later.
 
-    Installs nest (a pytest run inside a pytest run): `uninstall` gives metering back to the outer guard.
+    `guard` may be a factory, called on the first metered call. Installs nest (a pytest run inside a pytest
+    run): `uninstall` gives metering back to the outer guard.
     """
     _guards.append(guard)
     prepare()
 
 
-def uninstall(guard: CostGuard | None = None) -> None:
+def uninstall(guard: CostGuard | Callable[[], CostGuard] | None = None) -> None:
     """Stop metering through `guard` (the innermost one by default)."""
     if guard is None:
         if _guards:
