@@ -275,9 +275,10 @@ class CostguardSession:
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        if call.when == "teardown":
+        if call.when == "teardown" and item.nodeid in self._by_test:
             cost, calls = self._test_cost(item.nodeid)
-            # On the report as plain strings: they survive xdist serialization and reach JUnit XML.
+            # On the report as plain strings: they survive xdist serialization and reach JUnit XML. Tests
+            # that made no LLM call get none, so a suite without calls has no noise in its JUnit XML.
             item.user_properties.append(("llm_cost_usd", str(cost)))
             item.user_properties.append(("llm_calls", str(calls)))
         report = yield
@@ -381,8 +382,6 @@ class CostguardSession:
         return comparison
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from .report import terminal_lines
-
         for error in self.write_errors:
             terminalreporter.write_line(f"pytest-costguard: {error}", red=True, bold=True)
         report = self.report
@@ -393,6 +392,8 @@ class CostguardSession:
         if report.get("backend") == "emulator":
             title += " - emulator, simulated costs"
         terminalreporter.write_sep("=", title)
+        from .report import terminal_lines
+
         for line in terminal_lines(report):
             terminalreporter.write_line(line)
         if report["budget_exceeded"]:

@@ -131,7 +131,7 @@ def test_workers_share_one_budget_and_never_bill_more_than_it(
         for case in ET.parse(pytester.path / "junit.xml").iter("testcase")
     }
     reported = sum((Decimal(props.get("llm_cost_usd", "0")) for props in per_test.values()), Decimal(0))
-    assert {props.get("llm_calls") for props in per_test.values()} >= {"3", "0"}
+    assert {props.get("llm_calls", "0") for props in per_test.values()} >= {"3", "0"}
     if not worker_crash:
         assert len(per_test) == 40
         assert reported == cost
