@@ -87,16 +87,27 @@ def test_one_call_then_the_worker_dies():
     with open("died.txt", "w") as fh:
         fh.write(os.environ["PYTEST_XDIST_WORKER"])
     call(1)
+    open("called.txt", "w").close()
     kill_myself()
+
+
+def wait_for_the_killer():
+    # Workers start in any order: hold the spenders until the killer's call is billed, so that its call always
+    # finds budget left (otherwise it is refused and no worker crashes with a billed call).
+    deadline = time.monotonic() + 60
+    while not os.path.exists("called.txt") and time.monotonic() < deadline:
+        time.sleep(0.01)
 """
 SPEND = """
 import os
+import time
 import pytest
 from api import call, kill_myself
 {killer}
 
 @pytest.mark.parametrize("i", range(40))
 def test_three_calls(i):
+    {wait}
     call(3)
 """
 
@@ -105,8 +116,12 @@ def test_three_calls(i):
 def test_workers_share_one_budget_and_never_bill_more_than_it(
     pytester: pytest.Pytester, billed_file: Path, worker_crash: bool
 ) -> None:
-    # First in the file, the killer runs while there is budget left: its worker dies with a billed call.
-    pytester.makepyfile(test_spend=SPEND.format(killer=KILLER if worker_crash else ""))
+    # With a crash, the killer's call is billed before any other (the spenders wait for it); its worker dies.
+    pytester.makepyfile(
+        test_spend=SPEND.format(
+            killer=KILLER if worker_crash else "", wait="wait_for_the_killer()" if worker_crash else "pass"
+        )
+    )
     assert 120 * PER_CALL > 5 * BUDGET  # the suite wants several times the budget
     result = pytester.runpytest_subprocess(
         "-n", "4", "-p", "xdist", *PLUGINS, f"--llm-budget={BUDGET}", "--llm-report=r.json",
