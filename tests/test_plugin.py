@@ -394,6 +394,7 @@ from decimal import Decimal
 @pytest.mark.llm_budget("0.02")
 def test_views(llm_cost, llm_budget):
     assert llm_cost.calls == 0 and llm_cost.total == 0
+    assert llm_cost.limit == llm_cost.remaining == Decimal("0.02")  # before the first call opens its ledger
     ask()
     assert llm_cost.calls == 1
     assert llm_cost.total == Decimal("0.0045")
