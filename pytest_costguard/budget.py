@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from typing import Any, NamedTuple
 
 from .pricing import PriceBook, Rates, default_price_book
 
@@ -38,7 +39,16 @@ REMOTE_DOCUMENT_ALLOWANCE = 100_000
 DEFAULT_WEB_SEARCH_USES = 10
 WEB_SEARCH_RESULT_ALLOWANCE = 50_000
 _INLINE_SOURCES = {"base64", "text", "content"}
+_BILLED = ("system", "messages", "tools")
+_MTOK = Decimal(1_000_000)
+_US_ONLY_MULTIPLIER = Decimal("1.1")
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+# `JSONEncoder.encode` builds a C encoder on every call; build ours once. No circular-reference markers (so it
+# can be reused safely after an error): a circular body falls back to `_ENCODER`, which reports it.
+_C_ENCODE = (
+    None if c_make_encoder is None
+    else c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True)
+)
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -122,48 +132,75 @@ def _web_search_uses(tools: Any) -> int:
     return uses
 
 
-def _scan(request: Mapping[str, Any]) -> tuple[int, dict[str, int]]:
-    """Return the input-token bound of `request` and what it holds (breakpoints, 1h TTLs, remote media)."""
-    billed = {key: request[key] for key in ("system", "messages", "tools") if key in request}
-    text = _ENCODER.encode(billed)
-    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+def _compact_json(value: Any) -> str:
+    """Serialize `value` as compact JSON, non-ASCII text kept as is (so its UTF-8 length is the wire size)."""
+    if _C_ENCODE is not None:
+        try:
+            return "".join(_C_ENCODE(value, 0))
+        except (ValueError, RecursionError):
+            pass  # a circular structure: let the checking encoder say so
+    return _ENCODER.encode(value)
+
+
+class _Scan(NamedTuple):
+    """What a request holds that its worst case depends on."""
+
+    input_tokens: int
+    """The input-token bound."""
+    breakpoints: int = 0
+    """Cache breakpoints (`cache_control`), anywhere."""
+    ttl_1h: int = 0
+    """Breakpoints with a 1-hour TTL."""
+    web_searches: int = 0
+    """Server web searches the request allows."""
+
+
+def _scan(request: Mapping[str, Any]) -> _Scan:
+    """Return the input-token bound of `request` and what it holds (breakpoints, 1h TTLs, web searches)."""
+    billed = {key: request[key] for key in _BILLED if key in request}
+    text = _compact_json(billed)
+    bound = len(text) if text.isascii() else len(text.encode("utf-8"))
+    tools = request.get("tools")
+    top = request.get("cache_control")
+    if not tools and top is None and '"cache_control"' not in text and '"source"' not in text:
+        return _Scan(bound)  # the common case: plain text, no tools, no breakpoints, no remote media
     counts = {"breakpoints": 0, "ttl_1h": 0, "remote_image": 0, "remote_document": 0}
     if '"cache_control"' in text or '"source"' in text:
-        _walk_blocks(billed, counts)
-    top = request.get("cache_control")
+        _walk_blocks(billed, counts)  # the only keys it counts: most requests have neither
     if isinstance(top, Mapping):
         counts["breakpoints"] += 1
         counts["ttl_1h"] += top.get("ttl") == "1h"
-    bound = size + counts["remote_image"] * REMOTE_IMAGE_ALLOWANCE
+    bound += counts["remote_image"] * REMOTE_IMAGE_ALLOWANCE
     bound += counts["remote_document"] * REMOTE_DOCUMENT_ALLOWANCE
-    if request.get("tools"):
+    searches = _web_search_uses(tools)
+    if tools:
         bound += TOOL_PROMPT_ALLOWANCE
-    bound += _web_search_uses(request.get("tools")) * WEB_SEARCH_RESULT_ALLOWANCE
-    return bound, counts
+    bound += searches * WEB_SEARCH_RESULT_ALLOWANCE
+    return _Scan(bound, counts["breakpoints"], counts["ttl_1h"], searches)
 
 
 def input_token_bound(request: Mapping[str, Any]) -> int:
     """Return an upper bound on the input tokens a Messages request can be billed for."""
-    return _scan(request)[0]
+    return _scan(request).input_tokens
 
 
 def worst_case_from_rates(request: Mapping[str, Any], rates: Rates) -> Decimal:
     """Return the most `request` can cost at `rates` (see the module docstring for the assumptions)."""
-    tokens_in, counts = _scan(request)
+    scan = _scan(request)
+    tokens_in = scan.input_tokens
     input_rate = rates.input.at(tokens_in)
-    if counts["breakpoints"]:
+    if scan.breakpoints:
         input_rate = max(input_rate, rates.cache_write_5m.at(tokens_in))
-    if counts["ttl_1h"]:
+    if scan.ttl_1h:
         input_rate = max(input_rate, rates.cache_write_1h.at(tokens_in))
     max_tokens = request.get("max_tokens")
     tokens_out = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 0
-    cost = (tokens_in * input_rate + tokens_out * rates.output.at(tokens_in)) / Decimal(1_000_000)
-    searches = _web_search_uses(request.get("tools"))
-    if searches:
-        cost += searches * rates.web_search_per_1k / 1000
+    cost = (tokens_in * input_rate + tokens_out * rates.output.at(tokens_in)) / _MTOK
+    if scan.web_searches:
+        cost += scan.web_searches * rates.web_search_per_1k / 1000
     if request.get("inference_geo") == "us":
         # US-only inference costs 1.1x on recent models; genai-prices does not model it, so bound it here.
-        cost *= Decimal("1.1")
+        cost *= _US_ONLY_MULTIPLIER
     return cost
 
 
