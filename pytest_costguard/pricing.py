@@ -72,6 +72,8 @@ class Usage:
 
 
 def _int(value: Any) -> int:
+    if type(value) is int:
+        return value if value > 0 else 0
     return int(value) if isinstance(value, (int, float)) and value > 0 else 0
 
 
@@ -79,25 +81,29 @@ def usage_from_response(usage: Mapping[str, Any] | None) -> Usage:
     """Build a `Usage` from a Messages response's `usage` object (a dict, as in the JSON body)."""
     if not usage:
         return Usage()
-    creation_total = _int(usage.get("cache_creation_input_tokens"))
-    split = usage.get("cache_creation") or {}
-    write_1h = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, (dict, Mapping)) else 0
-    write_5m = _int(split.get("ephemeral_5m_input_tokens")) if isinstance(split, (dict, Mapping)) else 0
+    get = usage.get
+    creation_total = _int(get("cache_creation_input_tokens"))
+    write_5m = write_1h = 0
+    split = get("cache_creation")
+    if split and isinstance(split, (dict, Mapping)):
+        write_1h = _int(split.get("ephemeral_1h_input_tokens"))
+        write_5m = _int(split.get("ephemeral_5m_input_tokens"))
     if write_5m + write_1h < creation_total:
         # Older responses carry only the total: those writes were 5-minute writes.
         write_5m = creation_total - write_1h
-    server_tools = usage.get("server_tool_use") or {}
+    server_tools = get("server_tool_use")
+    searches = 0
+    if server_tools and isinstance(server_tools, (dict, Mapping)):
+        searches = _int(server_tools.get("web_search_requests"))
     return Usage(
-        input_tokens=_int(usage.get("input_tokens")),
-        output_tokens=_int(usage.get("output_tokens")),
-        cache_write_5m_tokens=write_5m,
-        cache_write_1h_tokens=write_1h,
-        cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
-        web_search_requests=(
-            _int(server_tools.get("web_search_requests")) if isinstance(server_tools, (dict, Mapping)) else 0
-        ),
-        batch=usage.get("service_tier") == "batch",
-        fast=usage.get("speed") == "fast",
+        _int(get("input_tokens")),
+        _int(get("output_tokens")),
+        write_5m,
+        write_1h,
+        _int(get("cache_read_input_tokens")),
+        searches,
+        get("service_tier") == "batch",
+        get("speed") == "fast",
     )
 
 
@@ -112,9 +118,10 @@ class Rate:
 
     def at(self, total_input_tokens: int) -> Decimal:
         """Return the price per MTok that applies for a request with this many input tokens."""
-        for start, price in reversed(self.tiers):
-            if total_input_tokens > start:
-                return price
+        if self.tiers:
+            for start, price in reversed(self.tiers):
+                if total_input_tokens > start:
+                    return price
         return self.base
 
 
@@ -140,13 +147,15 @@ class Rates:
     def cost(self, usage: Usage) -> Decimal:
         """Return the exact USD cost of `usage` at these rates."""
         total_in = usage.total_input_tokens
-        cost = (
-            usage.input_tokens * self.input.at(total_in)
-            + usage.output_tokens * self.output.at(total_in)
-            + usage.cache_write_5m_tokens * self.cache_write_5m.at(total_in)
-            + usage.cache_write_1h_tokens * self.cache_write_1h.at(total_in)
-            + usage.cache_read_input_tokens * self.cache_read.at(total_in)
-        ) / _MTOK
+        # Terms without tokens are skipped: most calls have no cache traffic.
+        cost = usage.input_tokens * self.input.at(total_in) + usage.output_tokens * self.output.at(total_in)
+        if usage.cache_write_5m_tokens:
+            cost += usage.cache_write_5m_tokens * self.cache_write_5m.at(total_in)
+        if usage.cache_write_1h_tokens:
+            cost += usage.cache_write_1h_tokens * self.cache_write_1h.at(total_in)
+        if usage.cache_read_input_tokens:
+            cost += usage.cache_read_input_tokens * self.cache_read.at(total_in)
+        cost /= _MTOK
         if usage.web_search_requests:
             cost += usage.web_search_requests * self.web_search_per_1k / 1000
         return cost
