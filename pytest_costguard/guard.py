@@ -110,14 +110,20 @@ class CostGuard:
         `UnknownModelPrice` when the model it would go to has no known price.
         """
         scope = self.scope
-        requested = str(body.get("model", ""))
-        decision = self.config.route.route(requested, body, pinned=scope.pinned_model)
-        if decision.model != requested:
-            body = {**body, "model": decision.model}
-        if self.config.auto_cache:
+        config = self.config
+        requested = body.get("model", "")
+        if not isinstance(requested, str):
+            requested = str(requested)
+        route = config.route
+        if scope.pinned_model is None and route.is_off:
+            model = requested  # the common case, decided without building a RoutingDecision
+        else:
+            model = route.route(requested, body, pinned=scope.pinned_model).model
+            if model != requested:
+                body = {**body, "model": model}
+        if config.auto_cache:
             body = self._maybe_cache(body)
-        rates = self.config.prices.rates(decision.model, fast=body.get("speed") == "fast")
-        worst = bound(body, rates)
+        worst = bound(body, config.prices.rates(model, fast=body.get("speed") == "fast"))
         holds: list[tuple[Ledger, Reservation]] = []
         try:
             if scope.ledger is not None:
@@ -131,14 +137,14 @@ class CostGuard:
             raise
         max_tokens = body.get("max_tokens")
         ticket = Ticket(
-            tag=scope.tag,
-            requested_model=requested,
-            model=decision.model,
-            worst_case=worst,
-            max_tokens=max_tokens if isinstance(max_tokens, int) else 0,
-            streamed=streamed,
-            retries=retries,
-            holds=holds,
+            scope.tag,
+            requested,
+            model,
+            worst,
+            max_tokens if isinstance(max_tokens, int) else 0,
+            streamed,
+            retries,
+            holds,
         )
         with self._lock:
             self._open[id(ticket)] = ticket
@@ -159,12 +165,15 @@ class CostGuard:
         return marked if marked is not None else body
 
     # -- settlement ----------------------------------------------------------------------------------------
-    def _close(self, ticket: Ticket) -> bool:
+    def _close(self, ticket: Ticket, record: CostRecord | None = None) -> bool:
+        """Mark `ticket` done (once) and keep `record`, under one lock; return False if it was already done."""
         with self._lock:
             if ticket.done:
                 return False
             ticket.done = True
             self._open.pop(id(ticket), None)
+            if record is not None:
+                self.records.append(record)
             return True
 
     def release(self, ticket: Ticket) -> None:
@@ -181,16 +190,19 @@ class CostGuard:
     ) -> CostRecord:
         """End an attempt that was billed: record its real cost (or its worst case when usage is missing)."""
         billed_model = model or ticket.model
-        common: dict[str, Any] = {
-            "model": billed_model,
-            "requested_model": ticket.requested_model,
-            "tag": ticket.tag,
-            "streamed": ticket.streamed,
-            "retries": ticket.retries,
-            "reserved_usd": ticket.worst_case,
-        }
         if usage is None:
-            record = CostRecord(input_tokens=0, output_tokens=0, cost_usd=ticket.worst_case, estimated=True, **common)
+            record = CostRecord(
+                model=billed_model,
+                input_tokens=0,
+                output_tokens=0,
+                cost_usd=ticket.worst_case,
+                requested_model=ticket.requested_model,
+                tag=ticket.tag,
+                streamed=ticket.streamed,
+                retries=ticket.retries,
+                estimated=True,
+                reserved_usd=ticket.worst_case,
+            )
         else:
             prices = self.config.prices
             priced_as_billed = True
@@ -201,33 +213,37 @@ class CostGuard:
                 # admitted it for, whose price we know.
                 cost = prices.cost(usage, ticket.model)
                 priced_as_billed = False
+            cache_writes = usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
             # Unrouted and uncached calls (most calls) cost the same in the counterfactuals: don't price them again.
             at_requested = (
                 cost if priced_as_billed and ticket.requested_model == billed_model
                 else self._cost_or_none(usage, ticket.requested_model)
             )
             uncached = (
-                cost if priced_as_billed and not (usage.cache_creation_input_tokens or usage.cache_read_input_tokens)
+                cost if priced_as_billed and not (cache_writes or usage.cache_read_input_tokens)
                 else self._cost_or_none(_uncached(usage), billed_model)
             )
             record = CostRecord(
+                model=billed_model,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cost_usd=cost,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                requested_model=ticket.requested_model,
+                cache_creation_input_tokens=cache_writes,
                 cache_read_input_tokens=usage.cache_read_input_tokens,
                 web_search_requests=usage.web_search_requests,
+                tag=ticket.tag,
+                streamed=ticket.streamed,
+                retries=ticket.retries,
                 estimated=estimated,
                 cost_at_requested_usd=at_requested,
                 cost_uncached_usd=uncached,
-                **common,
+                reserved_usd=ticket.worst_case,
             )
-        if not self._close(ticket):
+        if not self._close(ticket, record):
             return record
         for ledger, reservation in ticket.holds:
             ledger.settle(reservation, record)
-        with self._lock:
-            self.records.append(record)
         for listener in self.listeners:
             listener(record)
         return record

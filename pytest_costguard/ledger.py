@@ -15,7 +15,7 @@ import itertools
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .budget import BudgetExceededError
 from .tracking import CostRecord
@@ -23,9 +23,8 @@ from .tracking import CostRecord
 __all__ = ["InMemoryLedger", "Ledger", "Reservation"]
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """Money held for one call in flight."""
+class Reservation(NamedTuple):
+    """Money held for one call in flight (a tuple: one is made for every call)."""
 
     id: int
     """Identifies the reservation within its ledger."""

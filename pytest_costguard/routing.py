@@ -228,6 +228,11 @@ class RoutePolicy:
         # Frozen all the way down: a policy is shared by every test of a session.
         object.__setattr__(self, "route_map", _frozen_route_map(self.route_map))
 
+    @property
+    def is_off(self) -> bool:
+        """Whether every request is sent to the model it asks for (unless a test pins one)."""
+        return self.mode == "off" and not self.route_map
+
     def _mapped(self, requested_model: str) -> tuple[str, str] | None:
         sent = self.route_map.get(requested_model)
         if sent is not None:
