@@ -27,14 +27,23 @@ __all__ = ["SSEMeter", "install", "is_installed", "middleware_for", "prepare", "
 
 _MESSAGES_PATHS = ("/v1/messages", "/messages")
 _EXCLUDED = ("count_tokens", "batches")
+_NESTED_USAGE = ("cache_creation", "server_tool_use")
 
 
 def is_messages_call(method: str, url: str, body: Any) -> bool:
     """Return whether an outgoing request is a billable Messages call."""
     if method.lower() != "post" or not isinstance(body, dict):
         return False
-    path = url.split("?", 1)[0].rstrip("/")
-    return path.endswith(_MESSAGES_PATHS) and not any(part in path for part in _EXCLUDED)
+    billable = _billable_urls.get(url)
+    if billable is None:
+        path = url.split("?", 1)[0].rstrip("/")
+        billable = path.endswith(_MESSAGES_PATHS) and not any(part in path for part in _EXCLUDED)
+        if len(_billable_urls) < 1024:  # a client calls a handful of URLs; don't grow without bound
+            _billable_urls[url] = billable
+    return billable
+
+
+_billable_urls: dict[str, bool] = {}
 
 
 class SSEMeter:
@@ -192,8 +201,8 @@ def _observe(guard: CostGuard, ticket: Ticket, http: Any, wrap: Callable[..., An
     if not http.is_success:
         guard.release(ticket)
         return False
-    if not _is_sse(http):
-        return True
+    if not ticket.streamed or not _is_sse(http):
+        return True  # a JSON body (a reply that is not, for a request that did not stream, is charged its worst case)
     if http.is_closed or http.is_stream_consumed:
         meter = SSEMeter()
         meter.feed(http.content)
@@ -236,11 +245,13 @@ def _parsed_usage(response: Any) -> tuple[Usage, str] | None:
     usage, model = getattr(parsed, "usage", None), getattr(parsed, "model", None)
     if usage is None or not hasattr(usage, "__dict__") or not isinstance(model, str):
         return None
-    fields = dict(vars(usage))
-    for key in ("cache_creation", "server_tool_use"):
-        nested = fields.get(key)
-        if nested is not None and hasattr(nested, "__dict__"):
-            fields[key] = vars(nested)
+    fields = vars(usage)
+    if any(fields.get(key) is not None for key in _NESTED_USAGE):
+        fields = dict(fields)
+        for key in _NESTED_USAGE:
+            nested = fields.get(key)
+            if nested is not None and hasattr(nested, "__dict__"):
+                fields[key] = vars(nested)
     return usage_from_response(fields), model
 
 
@@ -322,25 +333,23 @@ def middleware_for(guard: CostGuard | Callable[[], CostGuard | None]) -> Any:
 
     For applications: `anthropic.Anthropic(middleware=[middleware_for(guard)])`.
     """
-    from ..guard import CostGuard
+    return _middleware_class()(_getter(guard))
 
-    getter = guard if callable(guard) and not isinstance(guard, CostGuard) else (lambda: guard)
-    return _middleware_class()(getter)
+
+def _getter(guard: CostGuard | Callable[[], CostGuard | None]) -> Callable[[], CostGuard | None]:
+    # A guard is not callable: a callable is a factory (or a getter) of one.
+    return guard if callable(guard) else (lambda: guard)
 
 
 # -- process-wide installation -------------------------------------------------------------------------------
-_guards: list[CostGuard | Callable[[], CostGuard]] = []
+_guards: list[tuple[CostGuard | Callable[[], CostGuard], Callable[[], CostGuard | None]]] = []
+"""Installed guards (or factories), innermost last, each with the getter the middleware calls."""
 _shared: dict[type[Any], Any] = {}
 
 
 def _active_guard() -> CostGuard | None:
-    if not _guards:
-        return None
-    from ..guard import CostGuard
-
-    top = _guards[-1]
     # A factory (the pytest session's) builds its guard on the first call: idle suites never pay for one.
-    return top if isinstance(top, CostGuard) else top()
+    return _guards[-1][1]() if _guards else None
 
 
 def _shared_middleware() -> Any:
@@ -418,7 +427,7 @@ def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
     `guard` may be a factory, called on the first metered call. Installs nest (a pytest run inside a pytest
     run): `uninstall` gives metering back to the outer guard.
     """
-    _guards.append(guard)
+    _guards.append((guard, _getter(guard)))
     prepare()
 
 
@@ -427,8 +436,11 @@ def uninstall(guard: CostGuard | Callable[[], CostGuard] | None = None) -> None:
     if guard is None:
         if _guards:
             _guards.pop()
-    elif guard in _guards:
-        _guards.remove(guard)
+        return
+    for index in range(len(_guards) - 1, -1, -1):
+        if _guards[index][0] == guard:  # ==: a bound method is a new object on every access
+            del _guards[index]
+            return
 
 
 def is_installed() -> bool:
