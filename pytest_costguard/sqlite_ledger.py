@@ -9,8 +9,18 @@ the limit as long as each call's real cost is within the worst case it reserved.
 commits in WAL mode with `synchronous=NORMAL`: a committed transaction is in the WAL file the moment COMMIT
 returns, so a run killed with SIGKILL leaves a file `read_ledger` and `costguard report` can account for to the
 last settled call. Only an operating-system crash or a power cut may lose the last commits; syncing every
-settlement to the disk (`synchronous=FULL`) would guard against that too, at about five times the cost. Money is
-stored as Decimal text, never as SQLite REAL, so sums are exact.
+settlement to the disk (`synchronous=FULL`) would guard against that too, at about five times the cost.
+
+Money is exact, never SQLite REAL. Every reservation and every record keeps its amount as Decimal text, as
+given. For admission the ledger also counts whole picodollars ($1e-12) in SQLite integers, which add exactly
+without being read into Python first: each reservation holds its amount in picodollars, and each record
+carries the balance after it (`spent_pico`: the money settled up to and including that call), so what is spent
+is the last record's balance and what is held is `sum()` over the reservations. An amount with a part finer
+than a picodollar is rounded up (a reservation's and a cost alike) and a limit's is rounded down, so the cap
+holds; what rounding added to the balance is carried, exactly, as Decimal text (`spent_excess`), so `spent` is
+exact whatever the precision. An SQLite integer overflowing would turn into a float: a CHECK constraint makes
+that an error instead, at about $9.2 million. Ledgers of version 1 (totals as Decimal text) can still be read
+by `read_ledger` and `costguard report`, and replaced by `SqliteLedger.fresh`, not joined.
 
 A process that dies with calls in flight leaves their reservations behind. Reservations carry the holder's
 pid and host; when a call would be refused, reservations of holders that are gone are settled as charges at
@@ -20,6 +30,8 @@ the money stays counted, because the dead call may have been billed. Freeing it 
 
 from __future__ import annotations
 
+import decimal
+import math
 import os
 import random
 import socket
@@ -27,11 +39,12 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -51,27 +64,50 @@ __all__ = [
 ]
 
 LEDGER_SCHEMA = "pytest-costguard-ledger"
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
+"""2: balances in integer picodollars. 1: a total as Decimal text (still read by `read_ledger`)."""
+_READABLE_VERSIONS = ("1", "2")
 UNKNOWN_MODEL = "unknown"
 """The model of a call charged because its process died in flight (its request is not in the ledger)."""
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_PAGE_SIZE = 1024
+"""Small pages (SQLite's default is 4096): a commit writes every page it changed to the WAL whole, and each of
+the ledger's transactions changes a small row or two."""
 
+_PICO_EXPONENT = 12
+"""Admission counts picodollars: 10**12 to the dollar."""
+_MAX_PICO = 2**63 - 1
+"""The most an SQLite integer holds: about $9.2 million."""
+_EXACT = decimal.Context(
+    prec=decimal.MAX_PREC,
+    Emax=decimal.MAX_EMAX,
+    Emin=decimal.MIN_EMIN,
+    traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Overflow, decimal.DivisionByZero],
+)
+"""Decimal arithmetic that never rounds (the default context rounds to 28 digits)."""
+
+# No semicolons in the comments: the script is split on them.
 _DDL = """
 CREATE TABLE IF NOT EXISTS costguard_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, amount TEXT NOT NULL);
--- AUTOINCREMENT: ids are never reused, so a late settle of a dropped reservation cannot hit a newer one.
+-- Ids are random 64-bit integers (random() in the INSERT), so a late settle of a dropped reservation cannot
+-- hit a newer one: an id comes again with a chance of about 1 in 2**64 for each reservation held at the time.
+-- AUTOINCREMENT would guarantee the same but write its sqlite_sequence page with every reservation.
 CREATE TABLE IF NOT EXISTS reservations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     amount TEXT NOT NULL,
+    amount_pico INTEGER NOT NULL CHECK (typeof(amount_pico) = 'integer'),
     pid INTEGER NOT NULL,
     host TEXT NOT NULL,
     worker TEXT,
     tag TEXT,
     created TEXT NOT NULL
 );
+-- Never deleted, so ids grow without AUTOINCREMENT and the last id is the last settlement. spent_pico and
+-- spent_excess: the balance after this call (see the module's docstring). Spent in dollars, exactly, is
+-- spent_pico / 10**12 - spent_excess.
 CREATE TABLE IF NOT EXISTS records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     reservation_id INTEGER,
     pid INTEGER NOT NULL,
     worker TEXT,
@@ -91,10 +127,12 @@ CREATE TABLE IF NOT EXISTS records (
     estimated INTEGER NOT NULL,
     cost_at_requested_usd TEXT,
     cost_uncached_usd TEXT,
-    reserved_usd TEXT
+    reserved_usd TEXT,
+    spent_pico INTEGER NOT NULL CHECK (typeof(spent_pico) = 'integer'),
+    spent_excess TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS refusals (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     pid INTEGER NOT NULL,
     worker TEXT,
     tag TEXT,
@@ -108,6 +146,35 @@ CREATE TABLE IF NOT EXISTS refusals (
 _RECORD_FIELDS = RECORD_FIELDS
 _MONEY_FIELDS = MONEY_FIELDS
 _BOOL_FIELDS = frozenset({"streamed", "estimated"})
+_RECORD_VALUES = attrgetter(*_RECORD_FIELDS)
+_MONEY_POSITIONS = tuple(i for i, name in enumerate(_RECORD_FIELDS) if name in _MONEY_FIELDS)
+
+# The statements of the hot path, prepared once per connection (sqlite3 caches them by text).
+# SQLite writes the timestamps itself, in the format of datetime.isoformat(timespec="milliseconds") in UTC.
+_SQL_NOW = "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')"
+_LAST_RECORD = "(SELECT {} FROM records ORDER BY id DESC LIMIT 1)"
+_SPENT_PICO = f"coalesce({_LAST_RECORD.format('spent_pico')}, 0)"
+_READ_BALANCE = f"SELECT {_SPENT_PICO}, (SELECT coalesce(sum(amount_pico), 0) FROM reservations)"
+_READ_SPENT = "SELECT spent_pico, spent_excess FROM records ORDER BY id DESC LIMIT 1"
+_RESERVE = (
+    "INSERT INTO reservations (id, amount, amount_pico, pid, host, worker, tag, created) "
+    f"VALUES (random(), ?, ?, ?, ?, ?, ?, {_SQL_NOW})"
+)
+_DELETE_RESERVATION = "DELETE FROM reservations WHERE id = ?"
+_RECORD_COLUMNS = (
+    f"reservation_id, pid, worker, reclaimed, {', '.join(_RECORD_FIELDS)}, settled, spent_pico, spent_excess"
+)
+_RECORD_PARAMETERS = f"?, ?, ?, ?, {', '.join('?' for _ in _RECORD_FIELDS)}, {_SQL_NOW}, ? + {_SPENT_PICO}"
+# The balance is the last record's plus this cost, added by SQLite: no read of it into Python first.
+_INSERT_RECORD = (
+    f"INSERT INTO records ({_RECORD_COLUMNS}) "
+    f"VALUES ({_RECORD_PARAMETERS}, coalesce({_LAST_RECORD.format('spent_excess')}, '0'))"
+)
+# A cost with a sub-picodollar part: the excess is computed in Python (Decimal) and given.
+_INSERT_RECORD_EXCESS = f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES ({_RECORD_PARAMETERS}, ?)"
+_INSERT_REFUSAL = (
+    f"INSERT INTO refusals (pid, worker, tag, scope, amount, message, created) VALUES (?, ?, ?, ?, ?, ?, {_SQL_NOW})"
+)
 
 
 class LedgerError(Exception):
@@ -165,16 +232,34 @@ def _money(text: str | None) -> Decimal:
         raise LedgerError(f"corrupt amount {text!r} in the ledger") from None
 
 
-def _record_row(record: CostRecord) -> tuple[Any, ...]:
-    values: list[Any] = []
-    for name in _RECORD_FIELDS:
-        value = getattr(record, name)
-        if name in _MONEY_FIELDS and value is not None:
-            value = str(value)
-        elif name in _BOOL_FIELDS:
-            value = int(value)
-        values.append(value)
-    return tuple(values)
+def _picos(amount: Decimal) -> Decimal:
+    """`amount` in picodollars, exactly (with a fraction when it has a sub-picodollar part)."""
+    if not amount.is_finite():
+        raise ValueError(f"{amount!r} is not a finite dollar amount")
+    return amount.scaleb(_PICO_EXPONENT, _EXACT)
+
+
+def _dollars(pico: int) -> Decimal:
+    """Whole picodollars as dollars, without the unit's trailing zeros (1500000000 -> Decimal('0.0015'))."""
+    amount = Decimal(pico).scaleb(-_PICO_EXPONENT, _EXACT)
+    if amount == amount.to_integral_value():
+        return amount.quantize(Decimal(1), context=_EXACT)
+    return amount.normalize(_EXACT)
+
+
+def _exact_sum(amounts: Iterable[Decimal]) -> Decimal:
+    total = Decimal(0)
+    for amount in amounts:
+        total = _EXACT.add(total, amount)
+    return total
+
+
+def _record_row(record: CostRecord) -> list[Any]:
+    values = list(_RECORD_VALUES(record))
+    for index in _MONEY_POSITIONS:
+        if values[index] is not None:
+            values[index] = str(values[index])
+    return values  # bools bind as 0 and 1
 
 
 def _record_from_row(row: sqlite3.Row) -> CostRecord:
@@ -239,11 +324,15 @@ class SqliteLedger:
         self.tag_source = tag_source
         """Returns the running test's node id, stored with reservations and refusals."""
         self.timeout = timeout
+        # Admission compares whole picodollars: the limit rounded down, every amount rounded up.
+        self._limit_pico = None if limit is None else math.floor(_picos(limit))
         self._host = socket.gethostname()
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._conn: sqlite3.Connection | None = None
         self._conn = self._open(create=create)
+        self._cursor = self._conn.cursor()
+        """Runs the writes: one cursor reused rather than a new one per statement."""
         stored = self._meta(self._conn).get("limit_usd", "")
         stored_limit = _money(stored) if stored else None
         if stored_limit != limit:
@@ -281,7 +370,12 @@ class SqliteLedger:
                     raise LedgerError(f"{self.path}: an empty file, not a pytest-costguard ledger")
                 self._initialize(conn)
                 tables = _tables(conn, self.path)
-            _check_schema(conn, self.path, tables)
+            version = _check_schema(conn, self.path, tables)
+            if version != str(LEDGER_VERSION):
+                raise LedgerError(
+                    f"{self.path}: a ledger of an earlier pytest-costguard (version {version}); this one writes "
+                    f"version {LEDGER_VERSION}: `costguard report` still reads it, and a new run replaces it"
+                )
             conn.execute("PRAGMA synchronous=NORMAL")
         except BaseException:
             conn.close()
@@ -289,6 +383,8 @@ class SqliteLedger:
         return conn
 
     def _initialize(self, conn: sqlite3.Connection) -> None:
+        # Only a new file takes a page size: before any table exists.
+        conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
         # WAL: readers (reports, `spent`) never block the writer, and commits append instead of rewriting.
         conn.execute("PRAGMA journal_mode=WAL")
         with self._transaction(conn):
@@ -306,13 +402,13 @@ class SqliteLedger:
                     ("created", _now()),
                 ],
             )
-            conn.execute("INSERT OR IGNORE INTO totals (name, amount) VALUES ('spent', '0')")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
             # A connection must not cross a fork: the child opens its own (the parent's is left alone).
             self._pid = os.getpid()
             self._conn = self._open(create=False)
+            self._cursor = self._conn.cursor()
         return self._conn
 
     def close(self) -> None:
@@ -322,38 +418,56 @@ class SqliteLedger:
                 self._conn.close()
             self._conn = None
 
-    @contextmanager
-    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """Hold SQLite's write lock for the block: commit when it ends, roll back when it raises."""
-        deadline = time.monotonic() + self.timeout
+    def _lock_for_writing(self, target: sqlite3.Connection | sqlite3.Cursor) -> None:
+        """Take SQLite's write lock (BEGIN IMMEDIATE), waiting for it up to `timeout`."""
+        started = time.monotonic()
         while True:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
+                target.execute("BEGIN IMMEDIATE")
+                return
             except sqlite3.OperationalError as exc:
                 # The busy timeout already waited; SQLite still returns BUSY without waiting in some cases
                 # (WAL recovery by another connection), so try again until our own deadline.
                 if not _is_busy(exc):
                     raise
-                if time.monotonic() >= deadline:
-                    raise LedgerError(
-                        f"{self.path}: the ledger stayed locked for {self.timeout:g} s ({exc})"
-                    ) from None
+                if time.monotonic() >= started + self.timeout:
+                    raise LedgerError(f"{self.path}: the ledger stayed locked for {self.timeout:g} s ({exc})") from None
                 time.sleep(random.uniform(0.001, 0.01))
-        try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+
+    def _begin(self) -> sqlite3.Cursor:
+        """Start a write transaction on this process's connection and return its cursor.
+
+        The caller holds `_lock` and ends the transaction: COMMIT, or `_rollback` when anything raises (COMMIT
+        included). `reserve` and `settle` write this out rather than use the `_write()` context manager: between
+        SQLite's system calls, which leave the CPU's caches cold, each layer of Python cost microseconds there.
+        """
+        if self._conn is None or self._pid != os.getpid():
+            self._connection()
+        self._lock_for_writing(self._cursor)
+        return self._cursor
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """Hold SQLite's write lock for the block: commit when it ends, roll back when it raises."""
+        self._lock_for_writing(conn)
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """This process's lock and a write transaction on its connection, for the block."""
         with self._lock:
-            conn = self._connection()
-            with self._transaction(conn):
-                yield conn
+            cursor = self._begin()
+            try:
+                yield cursor
+                cursor.execute("COMMIT")
+            except BaseException:
+                _rollback(cursor.connection)
+                raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -379,42 +493,69 @@ class SqliteLedger:
 
     def reserve(self, amount: Decimal) -> Reservation:
         """Hold `amount` or raise `BudgetExceededError` when it does not fit (the refusal is recorded)."""
-        tag = self._tag()
+        pico = math.ceil(amount.scaleb(_PICO_EXPONENT, _EXACT))
+        tag = self._tag() if self.tag_source is not None else None
         refusal: BudgetExceededError | None = None
-        with self._write() as conn:
-            spent, held = _spent(conn), _held(conn)
-            if self.limit is not None and spent + held + amount > self.limit and self._reclaim_dead(conn):
-                spent, held = _spent(conn), _held(conn)
-            if self.limit is not None and spent + held + amount > self.limit:
-                refusal = BudgetExceededError(spent, self.limit, amount, scope=self.scope, reserved=held)
-                conn.execute(
-                    "INSERT INTO refusals (pid, worker, tag, scope, amount, message, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (os.getpid(), self.worker, tag, self.scope, str(amount), str(refusal), _now()),
-                )
-            else:
-                cursor = conn.execute(
-                    "INSERT INTO reservations (amount, pid, host, worker, tag, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (str(amount), os.getpid(), self._host, self.worker, tag, _now()),
-                )
-                assert cursor.lastrowid is not None
-                reservation_id = cursor.lastrowid
+        with self._lock:
+            cursor = self._begin()
+            try:
+                if self._limit_pico is not None:
+                    spent, held = cursor.execute(_READ_BALANCE).fetchone()
+                    if spent + held + pico > self._limit_pico:
+                        refusal = self._refuse_unless_reclaimed(cursor.connection, amount, pico, tag)
+                if refusal is None:
+                    cursor.execute(_RESERVE, (str(amount), pico, self._pid, self._host, self.worker, tag))
+                    reservation_id = cursor.lastrowid
+                cursor.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(cursor.connection)
+                if _overflowed(exc):
+                    raise LedgerError(f"{self.path}: cannot hold ${amount}: {_BEYOND}") from None
+                raise
         if refusal is not None:
-            raise refusal
+            raise refusal  # after the commit: the refusal is recorded
+        assert reservation_id is not None
         return Reservation(reservation_id, amount)
+
+    def _refuse_unless_reclaimed(
+        self, conn: sqlite3.Connection, amount: Decimal, pico: int, tag: str | None
+    ) -> BudgetExceededError | None:
+        """`amount` does not fit: charge what dead processes left in flight and look again, or record a refusal."""
+        assert self._limit_pico is not None and self.limit is not None
+        if self._reclaim_dead(conn):
+            spent, held = conn.execute(_READ_BALANCE).fetchone()
+            if spent + held + pico <= self._limit_pico:
+                return None
+        # The exact figures (admission compared them in whole picodollars).
+        refusal = BudgetExceededError(_spent(conn), self.limit, amount, scope=self.scope, reserved=_held(conn))
+        conn.execute(_INSERT_REFUSAL, (self._pid, self.worker, tag, self.scope, str(amount), str(refusal)))
+        return refusal
 
     def settle(self, reservation: Reservation, record: CostRecord) -> None:
         """Replace a reservation by the call's record, durably (once; later calls are ignored)."""
-        with self._write() as conn:
-            if conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,)).rowcount == 0:
-                return
-            self._insert_record(conn, record, reservation.id, os.getpid(), self.worker)
+        values = _record_row(record)
+        cost = record.cost_usd
+        picos = cost.scaleb(_PICO_EXPONENT, _EXACT)
+        pico = math.ceil(picos)
+        with self._lock:
+            cursor = self._begin()
+            try:
+                if cursor.execute(_DELETE_RESERVATION, (reservation.id,)).rowcount:
+                    if pico == picos:  # whole picodollars: SQLite adds them to the balance
+                        cursor.execute(_INSERT_RECORD, (reservation.id, self._pid, self.worker, 0, *values, pico))
+                    else:
+                        self._insert_record(cursor.connection, values, cost, reservation.id, self._pid, self.worker)
+                cursor.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(cursor.connection)
+                if _overflowed(exc):
+                    raise LedgerError(f"{self.path}: cannot settle a call of ${cost}: {_BEYOND}") from None
+                raise
 
     def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call was not billed."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+        with self._write() as cursor:
+            cursor.execute(_DELETE_RESERVATION, (reservation.id,))
 
     @property
     def spent(self) -> Decimal:
@@ -441,26 +582,34 @@ class SqliteLedger:
         if self.limit is None:
             return None
         with self._read() as conn:
-            return max(self.limit - _spent(conn) - _held(conn), Decimal(0))
+            left = _EXACT.subtract(_EXACT.subtract(self.limit, _spent(conn)), _held(conn))
+        return max(left, Decimal(0))
 
     # -- crashes and reports ---------------------------------------------------------------------------------
     def _insert_record(
         self,
         conn: sqlite3.Connection,
-        record: CostRecord,
+        values: list[Any],
+        cost: Decimal,
         reservation_id: int | None,
         pid: int,
         worker: str | None,
         *,
         reclaimed: bool = False,
     ) -> None:
-        conn.execute(
-            f"INSERT INTO records (reservation_id, pid, worker, settled, reclaimed, "
-            f"{', '.join(_RECORD_FIELDS)}) VALUES (?, ?, ?, ?, ?, {', '.join('?' for _ in _RECORD_FIELDS)})",
-            (reservation_id, pid, worker, _now(), int(reclaimed), *_record_row(record)),
-        )
-        spent = _spent(conn) + record.cost_usd
-        conn.execute("UPDATE totals SET amount = ? WHERE name = 'spent'", (str(spent),))
+        """Store a record, with the balance after it: the last record's plus `cost` (`settle` inlines this)."""
+        picos = cost.scaleb(_PICO_EXPONENT, _EXACT)
+        pico = math.ceil(picos)
+        head = (reservation_id, pid, worker, int(reclaimed), *values, pico)
+        if pico == picos:
+            conn.execute(_INSERT_RECORD, head)
+        else:
+            # A sub-picodollar part: the balance counts the whole picodollar above it, and carries what that
+            # added, so that the exact spent can be told.
+            row = conn.execute(_READ_SPENT).fetchone()
+            added = _EXACT.subtract(Decimal(pico).scaleb(-_PICO_EXPONENT, _EXACT), cost)
+            excess = _EXACT.add(_money(row[1]) if row is not None else Decimal(0), added)
+            conn.execute(_INSERT_RECORD_EXCESS, (*head, str(excess)))
 
     def _charge_held(self, conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> Decimal:
         query = f"SELECT id, amount, pid, worker, tag FROM reservations WHERE {where}"
@@ -468,25 +617,27 @@ class SqliteLedger:
         charged = Decimal(0)
         for reservation_id, amount, pid, worker, tag in rows:
             cost = _money(amount)
-            record = CostRecord(model=UNKNOWN_MODEL, input_tokens=0, output_tokens=0, cost_usd=cost, tag=tag,
-                                estimated=True)
-            conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-            self._insert_record(conn, record, reservation_id, pid, worker, reclaimed=True)
-            charged += cost
+            record = CostRecord(
+                model=UNKNOWN_MODEL, input_tokens=0, output_tokens=0, cost_usd=cost, tag=tag, estimated=True
+            )
+            conn.execute(_DELETE_RESERVATION, (reservation_id,))
+            self._insert_record(conn, _record_row(record), cost, reservation_id, pid, worker, reclaimed=True)
+            charged = _EXACT.add(charged, cost)
         return charged
 
     def _reclaim_dead(self, conn: sqlite3.Connection) -> bool:
         pids = [
             pid
             for (pid,) in conn.execute(
-                "SELECT DISTINCT pid FROM reservations WHERE host = ? AND pid != ?", (self._host, os.getpid())
+                "SELECT DISTINCT pid FROM reservations WHERE host = ? AND pid != ?", (self._host, self._pid)
             )
         ]
-        charged = Decimal(0)
+        reclaimed = False
         for pid in pids:
             if not pid_alive(pid):
-                charged += self._charge_held(conn, "host = ? AND pid = ?", (self._host, pid))
-        return charged > 0
+                self._charge_held(conn, "host = ? AND pid = ?", (self._host, pid))
+                reclaimed = True
+        return reclaimed
 
     def reclaim(self, *, worker: str) -> Decimal:
         """Charge, at their worst case, the calls a process that is known to be gone left in flight.
@@ -494,8 +645,13 @@ class SqliteLedger:
         For the xdist controller when a worker crashed: the calls may have been billed, so their money is
         counted as spent rather than freed. Return the amount charged.
         """
-        with self._write() as conn:
-            return self._charge_held(conn, "worker = ?", (worker,))
+        try:
+            with self._write() as cursor:
+                return self._charge_held(cursor.connection, "worker = ?", (worker,))
+        except (OverflowError, sqlite3.IntegrityError) as exc:
+            if _overflowed(exc):
+                raise LedgerError(f"{self.path}: cannot charge what {worker} left in flight: {_BEYOND}") from None
+            raise
 
     def records(self, *, worker: str | None = None) -> list[CostRecord]:
         """Every settled call (of one worker, when given), in settlement order."""
@@ -508,6 +664,19 @@ class SqliteLedger:
             return _refusals(conn, worker)
 
 
+_BEYOND = f"more than the ledger counts exactly (${_dollars(_MAX_PICO)})"
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _overflowed(exc: BaseException) -> bool:
+    """Whether `exc` says an amount is beyond an SQLite integer: as a parameter, or as a balance (the CHECK)."""
+    return isinstance(exc, OverflowError) or (isinstance(exc, sqlite3.IntegrityError) and "spent_pico" in str(exc))
+
+
 def _connect(path: Path, *, mode: str, timeout: float) -> sqlite3.Connection:
     # A URI with an explicit mode: mode=rw never creates a file, so a typo is an error, not an empty ledger.
     uri = f"file:{quote(str(path.resolve()))}?mode={mode}"
@@ -515,7 +684,6 @@ def _connect(path: Path, *, mode: str, timeout: float) -> sqlite3.Connection:
         conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
-    conn.row_factory = sqlite3.Row
     return conn
 
 
@@ -528,49 +696,63 @@ def _tables(conn: sqlite3.Connection, path: Path) -> set[str]:
         ) from None
 
 
-def _check_schema(conn: sqlite3.Connection, path: Path, tables: set[str]) -> None:
+def _check_schema(conn: sqlite3.Connection, path: Path, tables: set[str]) -> str:
+    """Raise `LedgerError` unless the file is one of our ledgers, of a version we read; return its version."""
     if "costguard_meta" not in tables:
-        raise LedgerError(
-            f"{path}: an SQLite database, but not a pytest-costguard ledger (no costguard_meta table)"
-        )
+        raise LedgerError(f"{path}: an SQLite database, but not a pytest-costguard ledger (no costguard_meta table)")
     try:
         meta = SqliteLedger._meta(conn)
     except sqlite3.DatabaseError as exc:
         raise LedgerError(f"{path}: a corrupt pytest-costguard ledger ({exc})") from None
     if meta.get("schema") != LEDGER_SCHEMA:
         raise LedgerError(f"{path}: not a pytest-costguard ledger (schema {meta.get('schema')!r})")
-    if meta.get("version") != str(LEDGER_VERSION):
+    version = meta.get("version")
+    if version not in _READABLE_VERSIONS:
         raise LedgerError(
-            f"{path}: ledger version {meta.get('version')!r}; "
-            f"this pytest-costguard reads version {LEDGER_VERSION}"
+            f"{path}: ledger version {version!r}; "
+            f"this pytest-costguard reads versions {' and '.join(_READABLE_VERSIONS)}"
         )
+    return version
 
 
 def _spent(conn: sqlite3.Connection) -> Decimal:
+    """Money settled, exactly: the last record's balance, less what rounding to picodollars added to it."""
+    row = conn.execute(_READ_SPENT).fetchone()
+    if row is None:
+        return Decimal(0)
+    pico, excess = row
+    spent = _dollars(pico)
+    return spent if excess == "0" else _EXACT.subtract(spent, _money(excess))
+
+
+def _spent_v1(conn: sqlite3.Connection) -> Decimal:
     row = conn.execute("SELECT amount FROM totals WHERE name = 'spent'").fetchone()
     return _money(row[0]) if row is not None else Decimal(0)
 
 
 def _held(conn: sqlite3.Connection) -> Decimal:
-    # Summed in Python: SQLite's sum() would go through binary floats. Few rows: one per call in flight.
-    return sum((_money(amount) for (amount,) in conn.execute("SELECT amount FROM reservations")), Decimal(0))
+    # The exact amounts, summed in Python (SQLite's sum() of text would go through binary floats).
+    return _exact_sum(_money(amount) for (amount,) in conn.execute("SELECT amount FROM reservations"))
 
 
 def _records(conn: sqlite3.Connection, worker: str | None) -> list[CostRecord]:
     where, args = ("WHERE worker = ?", (worker,)) if worker is not None else ("", ())
-    return [_record_from_row(row) for row in conn.execute(f"SELECT * FROM records {where} ORDER BY id", args)]
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    return [_record_from_row(row) for row in cursor.execute(f"SELECT * FROM records {where} ORDER BY id", args)]
 
 
 def _refusals(conn: sqlite3.Connection, worker: str | None) -> list[LedgerRefusal]:
     where, args = ("WHERE worker = ?", (worker,)) if worker is not None else ("", ())
+    query = f"SELECT tag, scope, amount, message, worker FROM refusals {where} ORDER BY id"
     return [
-        LedgerRefusal(row["tag"], row["scope"], _money(row["amount"]), row["message"], row["worker"])
-        for row in conn.execute(f"SELECT * FROM refusals {where} ORDER BY id", args)
+        LedgerRefusal(tag, scope, _money(amount), message, worker)
+        for tag, scope, amount, message, worker in conn.execute(query, args)
     ]
 
 
 def read_ledger(path: str | os.PathLike[str]) -> LedgerSnapshot:
-    """Read a ledger file (also one a killed run left behind); raise `LedgerError` for anything else."""
+    """Read a ledger file (also one a killed run left, or one of version 1); raise `LedgerError` for anything else."""
     target = Path(path)
     if not target.is_file():
         raise LedgerError(f"{target}: no such ledger")
@@ -582,7 +764,7 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerSnapshot:
         raise LedgerError(f"{target}: not a pytest-costguard ledger (not an SQLite database)")
     conn = _connect(target, mode="rw", timeout=30.0)
     try:
-        _check_schema(conn, target, _tables(conn, target))
+        version = _check_schema(conn, target, _tables(conn, target))
         try:
             conn.execute("BEGIN")
             meta = SqliteLedger._meta(conn)
@@ -593,11 +775,11 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerSnapshot:
                 limit=_money(limit_text) if limit_text else None,
                 scope=meta.get("scope", "session"),
                 created=meta.get("created", ""),
-                spent=_spent(conn),
+                spent=_spent_v1(conn) if version == "1" else _spent(conn),
                 records=tuple(_records(conn, None)),
                 refusals=tuple(_refusals(conn, None)),
                 in_flight=len(held),
-                in_flight_usd=sum(held, Decimal(0)),
+                in_flight_usd=_exact_sum(held),
             )
             conn.execute("COMMIT")
         except (sqlite3.DatabaseError, KeyError, IndexError, TypeError) as exc:

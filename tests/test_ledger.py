@@ -131,7 +131,10 @@ def test_refusals_and_reservations_carry_the_running_test(path: Path) -> None:
         ledger.reserve(D("0.20"))
     (refusal,) = ledger.refusals()
     assert (refusal.tag, refusal.scope, refusal.amount, refusal.worker) == (
-        "tests/test_a.py::test_one", "session", D("0.20"), "gw3"
+        "tests/test_a.py::test_one",
+        "session",
+        D("0.20"),
+        "gw3",
     )
     assert refusal.message == str(refused.value)
     assert ledger.refusals(worker="gw0") == []
@@ -163,7 +166,7 @@ def test_fresh_replaces_an_earlier_ledger(path: Path) -> None:
     [
         (b"hello, not a database\n", "not a pytest-costguard ledger (not an SQLite database"),
         ("foreign", "an SQLite database, but not a pytest-costguard ledger (no costguard_meta table)"),
-        ("version", "ledger version '99'; this pytest-costguard reads version 1"),
+        ("version", "ledger version '99'; this pytest-costguard reads versions 1 and 2"),
         (b"SQLite format 3\x00" + b"\xff" * 200, "not an SQLite database"),
     ],
 )
@@ -285,7 +288,10 @@ def test_calls_a_dead_process_left_in_flight_are_charged_at_their_worst_case(pat
     assert (ledger.reserved, ledger.spent) == (D(0), D("0.6"))
     (charged,) = ledger.records(worker="gw7")
     assert (charged.model, charged.cost_usd, charged.estimated, charged.tag) == (
-        UNKNOWN_MODEL, D("0.6"), True, "test_a.py::test_dies"
+        UNKNOWN_MODEL,
+        D("0.6"),
+        True,
+        "test_a.py::test_dies",
     )
     ledger.reserve(D("0.4"))
 
@@ -345,7 +351,7 @@ def test_costguard_report_refuses_what_is_not_a_ledger_with_one_line_and_exit_2(
     elif kind == "other-version":
         SqliteLedger(path).close()
         with sqlite3.connect(path) as conn:
-            conn.execute("UPDATE costguard_meta SET value = '2' WHERE key = 'version'")
+            conn.execute("UPDATE costguard_meta SET value = '99' WHERE key = 'version'")
         conn.close()
     elif kind == "bad-output":
         SqliteLedger(path).close()
@@ -356,7 +362,7 @@ def test_costguard_report_refuses_what_is_not_a_ledger_with_one_line_and_exit_2(
     assert {
         "text": "not a pytest-costguard ledger (not an SQLite database)",
         "foreign-sqlite": "an SQLite database, but not a pytest-costguard ledger",
-        "other-version": "ledger version '2'; this pytest-costguard reads version 1",
+        "other-version": "ledger version '99'; this pytest-costguard reads versions 1 and 2",
         "missing": "cannot read (No such file or directory)",
         "bad-output": "--json: ",
     }[kind] in err
