@@ -31,7 +31,6 @@ the money stays counted, because the dead call may have been billed. Freeing it 
 from __future__ import annotations
 
 import decimal
-import math
 import os
 import random
 import socket
@@ -76,6 +75,7 @@ _PAGE_SIZE = 1024
 the ledger's transactions changes a small row or two."""
 
 _PICO_EXPONENT = 12
+_PICOS_PER_DOLLAR = 10**_PICO_EXPONENT
 """Admission counts picodollars: 10**12 to the dollar."""
 _MAX_PICO = 2**63 - 1
 """The most an SQLite integer holds: about $9.2 million."""
@@ -232,11 +232,15 @@ def _money(text: str | None) -> Decimal:
         raise LedgerError(f"corrupt amount {text!r} in the ledger") from None
 
 
-def _picos(amount: Decimal) -> Decimal:
-    """`amount` in picodollars, exactly (with a fraction when it has a sub-picodollar part)."""
-    if not amount.is_finite():
-        raise ValueError(f"{amount!r} is not a finite dollar amount")
-    return amount.scaleb(_PICO_EXPONENT, _EXACT)
+def _pico_ceil(amount: Decimal) -> tuple[int, bool]:
+    """`amount` in whole picodollars, rounded up, and whether that is exact.
+
+    Integer arithmetic on the amount's exact ratio: exact at any precision, and cheaper than Decimal's own
+    (`reserve` and `settle` write it out).
+    """
+    numerator, denominator = amount.as_integer_ratio()
+    pico, rest = divmod(numerator * _PICOS_PER_DOLLAR, denominator)
+    return (pico + 1, False) if rest else (pico, True)
 
 
 def _dollars(pico: int) -> Decimal:
@@ -325,7 +329,10 @@ class SqliteLedger:
         """Returns the running test's node id, stored with reservations and refusals."""
         self.timeout = timeout
         # Admission compares whole picodollars: the limit rounded down, every amount rounded up.
-        self._limit_pico = None if limit is None else math.floor(_picos(limit))
+        self._limit_pico = None
+        if limit is not None:
+            numerator, denominator = limit.as_integer_ratio()
+            self._limit_pico = numerator * _PICOS_PER_DOLLAR // denominator
         self._host = socket.gethostname()
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -493,7 +500,8 @@ class SqliteLedger:
 
     def reserve(self, amount: Decimal) -> Reservation:
         """Hold `amount` or raise `BudgetExceededError` when it does not fit (the refusal is recorded)."""
-        pico = math.ceil(amount.scaleb(_PICO_EXPONENT, _EXACT))
+        numerator, denominator = amount.as_integer_ratio()
+        pico = -(-numerator * _PICOS_PER_DOLLAR // denominator)  # rounded up: `_pico_ceil`, written out
         tag = self._tag() if self.tag_source is not None else None
         refusal: BudgetExceededError | None = None
         with self._lock:
@@ -535,13 +543,13 @@ class SqliteLedger:
         """Replace a reservation by the call's record, durably (once; later calls are ignored)."""
         values = _record_row(record)
         cost = record.cost_usd
-        picos = cost.scaleb(_PICO_EXPONENT, _EXACT)
-        pico = math.ceil(picos)
+        numerator, denominator = cost.as_integer_ratio()
+        pico, rest = divmod(numerator * _PICOS_PER_DOLLAR, denominator)  # `_pico_ceil`, written out
         with self._lock:
             cursor = self._begin()
             try:
                 if cursor.execute(_DELETE_RESERVATION, (reservation.id,)).rowcount:
-                    if pico == picos:  # whole picodollars: SQLite adds them to the balance
+                    if not rest:  # whole picodollars: SQLite adds them to the balance
                         cursor.execute(_INSERT_RECORD, (reservation.id, self._pid, self.worker, 0, *values, pico))
                     else:
                         self._insert_record(cursor.connection, values, cost, reservation.id, self._pid, self.worker)
@@ -598,10 +606,9 @@ class SqliteLedger:
         reclaimed: bool = False,
     ) -> None:
         """Store a record, with the balance after it: the last record's plus `cost` (`settle` inlines this)."""
-        picos = cost.scaleb(_PICO_EXPONENT, _EXACT)
-        pico = math.ceil(picos)
+        pico, exact = _pico_ceil(cost)
         head = (reservation_id, pid, worker, int(reclaimed), *values, pico)
-        if pico == picos:
+        if exact:
             conn.execute(_INSERT_RECORD, head)
         else:
             # A sub-picodollar part: the balance counts the whole picodollar above it, and carries what that
