@@ -7,9 +7,9 @@ kind, measured in the same run and interleaved with it:
 * `InMemoryLedger` against the bare primitives it is built of: a lock taken twice, a dict insert and pop and
   a Decimal addition.
 * `SqliteLedger` against the same two transactions written by hand with `sqlite3` on a file with the same
-  settings (WAL; the reservation committed with `synchronous=NORMAL`, the settlement with `synchronous=FULL`,
-  i.e. synced to disk). A second hand-written floor commits both with `NORMAL`, to show what the durable
-  settlement costs by itself.
+  settings (the ledger's page size; WAL; the reservation committed with `synchronous=NORMAL`, the settlement
+  with `synchronous=FULL`, i.e. synced to disk). A second hand-written floor commits both with `NORMAL`, to
+  show what the durable settlement costs by itself.
 
 Contention: 4 processes (spawned, started together behind a barrier) share one SqliteLedger whose limit is
 smaller than what they try to spend, so the budget runs out while they race. Each call reserves a worst case
@@ -38,7 +38,7 @@ from _bench import figure, fmt_time, make_parser
 
 from pytest_costguard.budget import BudgetExceededError
 from pytest_costguard.ledger import InMemoryLedger
-from pytest_costguard.sqlite_ledger import SqliteLedger, read_ledger
+from pytest_costguard.sqlite_ledger import _PAGE_SIZE, SqliteLedger, read_ledger
 from pytest_costguard.tracking import CostRecord
 
 WORST = Decimal("0.0100")
@@ -102,6 +102,7 @@ def in_memory_steps() -> tuple[Callable[[], None], Callable[[], None]]:
 def raw_sqlite_step(path: Path, *, durable_settle: bool) -> Callable[[], None]:
     """The two transactions of a reserve and a settle, by hand: the floor any SQLite ledger pays."""
     conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # the ledger's, since smaller pages make smaller WAL writes
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("CREATE TABLE IF NOT EXISTS held (id INTEGER PRIMARY KEY AUTOINCREMENT, amount TEXT)")
