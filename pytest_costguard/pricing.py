@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from ._fast import positional_constructor
+
 __all__ = [
     "PriceBook",
     "PriceOverride",
@@ -95,7 +97,7 @@ def usage_from_response(usage: Mapping[str, Any] | None) -> Usage:
     searches = 0
     if server_tools and isinstance(server_tools, (dict, Mapping)):
         searches = _int(server_tools.get("web_search_requests"))
-    return Usage(
+    return _make_usage(
         _int(get("input_tokens")),
         _int(get("output_tokens")),
         write_5m,
@@ -105,6 +107,9 @@ def usage_from_response(usage: Mapping[str, Any] | None) -> Usage:
         get("service_tier") == "batch",
         get("speed") == "fast",
     )
+
+
+_make_usage = positional_constructor(Usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +151,8 @@ class Rates:
 
     def cost(self, usage: Usage) -> Decimal:
         """Return the exact USD cost of `usage` at these rates."""
-        total_in = usage.total_input_tokens
+        total_in = usage.input_tokens + usage.cache_read_input_tokens
+        total_in += usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
         # Terms without tokens are skipped: most calls have no cache traffic.
         cost = usage.input_tokens * self.input.at(total_in) + usage.output_tokens * self.output.at(total_in)
         if usage.cache_write_5m_tokens:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
+from ._fast import positional_constructor
+
 __all__ = ["CostRecord", "CostTracker", "to_decimal"]
 
 
@@ -73,6 +75,10 @@ class CostRecord:
     def total_input_tokens(self) -> int:
         """All input tokens: uncached, written and read."""
         return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+
+make_record = positional_constructor(CostRecord)
+"""Build a `CostRecord` from trusted values (all fields, no conversion): the guard makes one per call."""
 
 
 @dataclass(frozen=True, slots=True)
