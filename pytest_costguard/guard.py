@@ -18,7 +18,7 @@ from .caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheab
 from .ledger import InMemoryLedger, Ledger, Reservation
 from .pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
 from .routing import RoutePolicy
-from .tracking import CostRecord
+from .tracking import CostRecord, make_record
 
 __all__ = ["CostGuard", "GuardConfig", "Refusal", "Scope", "Ticket"]
 
@@ -191,16 +191,21 @@ class CostGuard:
         """End an attempt that was billed: record its real cost (or its worst case when usage is missing)."""
         billed_model = model or ticket.model
         if usage is None:
-            record = CostRecord(
+            record = make_record(
                 model=billed_model,
                 input_tokens=0,
                 output_tokens=0,
                 cost_usd=ticket.worst_case,
                 requested_model=ticket.requested_model,
+                cache_creation_input_tokens=0,
+                cache_read_input_tokens=0,
+                web_search_requests=0,
                 tag=ticket.tag,
                 streamed=ticket.streamed,
                 retries=ticket.retries,
                 estimated=True,
+                cost_at_requested_usd=None,
+                cost_uncached_usd=None,
                 reserved_usd=ticket.worst_case,
             )
         else:
@@ -223,7 +228,7 @@ class CostGuard:
                 cost if priced_as_billed and not (cache_writes or usage.cache_read_input_tokens)
                 else self._cost_or_none(_uncached(usage), billed_model)
             )
-            record = CostRecord(
+            record = make_record(
                 model=billed_model,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,

@@ -246,7 +246,7 @@ def _parsed_usage(response: Any) -> tuple[Usage, str] | None:
     if usage is None or not hasattr(usage, "__dict__") or not isinstance(model, str):
         return None
     fields = vars(usage)
-    if any(fields.get(key) is not None for key in _NESTED_USAGE):
+    if fields.get("cache_creation") is not None or fields.get("server_tool_use") is not None:
         fields = dict(fields)
         for key in _NESTED_USAGE:
             nested = fields.get(key)
