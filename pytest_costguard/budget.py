@@ -42,6 +42,7 @@ _INLINE_SOURCES = {"base64", "text", "content"}
 _BILLED = ("system", "messages", "tools")
 _MTOK = Decimal(1_000_000)
 _US_ONLY_MULTIPLIER = Decimal("1.1")
+_new_tuple = tuple.__new__
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 # `JSONEncoder.encode` builds a C encoder on every call; build ours once. No circular-reference markers (so it
 # can be reused safely after an error): a circular body falls back to `_ENCODER`, which reports it.
@@ -157,13 +158,18 @@ class _Scan(NamedTuple):
 
 def _scan(request: Mapping[str, Any]) -> _Scan:
     """Return the input-token bound of `request` and what it holds (breakpoints, 1h TTLs, web searches)."""
-    billed = {key: request[key] for key in _BILLED if key in request}
+    billed = {}
+    for key in _BILLED:
+        if key in request:
+            billed[key] = request[key]
     text = _compact_json(billed)
     bound = len(text) if text.isascii() else len(text.encode("utf-8"))
     tools = request.get("tools")
     top = request.get("cache_control")
     if not tools and top is None and '"cache_control"' not in text and '"source"' not in text:
-        return _Scan(bound)  # the common case: plain text, no tools, no breakpoints, no remote media
+        # The common case (plain text, no tools, no breakpoints, no remote media); tuple.__new__ skips the
+        # NamedTuple's Python-level constructor, on every call.
+        return _new_tuple(_Scan, (bound, 0, 0, 0))
     counts = {"breakpoints": 0, "ttl_1h": 0, "remote_image": 0, "remote_document": 0}
     if '"cache_control"' in text or '"source"' in text:
         _walk_blocks(billed, counts)  # the only keys it counts: most requests have neither

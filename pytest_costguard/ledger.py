@@ -23,6 +23,9 @@ from .tracking import CostRecord
 __all__ = ["InMemoryLedger", "Ledger", "Reservation"]
 
 
+_new_tuple = tuple.__new__
+
+
 class Reservation(NamedTuple):
     """Money held for one call in flight (a tuple: one is made for every call)."""
 
@@ -93,10 +96,10 @@ class InMemoryLedger:
                 raise BudgetExceededError(
                     self._spent, self.limit, amount, scope=self.scope, reserved=self._held_total
                 )
-            reservation = Reservation(next(self._ids), amount)
-            self._held[reservation.id] = amount
+            reservation_id = next(self._ids)
+            self._held[reservation_id] = amount
             self._held_total += amount
-            return reservation
+        return _new_tuple(Reservation, (reservation_id, amount))  # one per call: skip the Python-level __new__
 
     def _drop(self, reservation: Reservation) -> bool:
         amount = self._held.pop(reservation.id, None)
@@ -108,7 +111,9 @@ class InMemoryLedger:
     def settle(self, reservation: Reservation, record: CostRecord) -> None:
         """Replace a reservation by the real cost of the call it held for (once; later calls are ignored)."""
         with self._lock:
-            if self._drop(reservation):
+            amount = self._held.pop(reservation.id, None)
+            if amount is not None:
+                self._held_total -= amount
                 self._spent += record.cost_usd
 
     def release(self, reservation: Reservation) -> None:
