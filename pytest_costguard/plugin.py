@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .baseline import BaselineComparison
     from .guard import CostGuard
     from .ledger import InMemoryLedger
+    from .pricing import PriceBook
     from .tracking import CostRecord
 
 _SESSION_KEY = pytest.StashKey["CostguardSession"]()
@@ -70,7 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     # Hook the SDK before conftests import app code, so clients built at import time are metered too.
-    from .providers import anthropic as provider
+    from .providers import _install as provider
 
     provider.prepare()
 
@@ -140,9 +141,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[_SESSION_KEY]
 
 
-@dataclass(frozen=True, slots=True)
-class TestMarks:
-    """What a test's markers ask for."""
+class TestMarks(NamedTuple):
+    """What a test's markers ask for (a NamedTuple: cheaper to define at start-up than a dataclass)."""
 
     budget: Decimal | None
     """The test's own cap."""
@@ -150,7 +150,7 @@ class TestMarks:
     """The model the test is pinned to."""
 
 
-def _marks(item: pytest.Item, settings: Settings) -> TestMarks:
+def _marks(item: pytest.Item, settings: Settings, prices: Callable[[], PriceBook]) -> TestMarks:
     budget = settings.budget_per_test
     mark = item.get_closest_marker("llm_budget")
     if mark is not None:
@@ -166,7 +166,7 @@ def _marks(item: pytest.Item, settings: Settings) -> TestMarks:
         value = mark.args[0] if len(mark.args) == 1 and not mark.kwargs else mark.kwargs.get("name")
         if len(mark.args) + len(mark.kwargs) != 1 or not isinstance(value, str) or not value.strip():
             raise SettingsError(f"{source}: takes one argument, a model name, e.g. llm_model('claude-haiku-4-5')")
-        if not settings.prices.knows(value):
+        if not prices().knows(value):
             raise SettingsError(f"{source}: no price known for model {value!r}; add it to llm_prices")
         model = value
     return TestMarks(budget, model)
@@ -192,7 +192,8 @@ class CostguardSession:
         self._by_test: dict[str, list[CostRecord]] = {}
         self._current: tuple[str, TestMarks] | None = None
         self._creating = threading.Lock()
-        from .providers import anthropic as provider
+        self._prices: PriceBook | None = self.settings.prices
+        from .providers import _install as provider
 
         # The guard itself is built on the first LLM call: a suite that makes none never imports its machinery.
         provider.install(self.guard_ready)
@@ -205,11 +206,14 @@ class CostguardSession:
         with self._creating:  # the first calls may come from several threads at once
             if self._guard is None:
                 from .guard import CostGuard, GuardConfig
+                from .routing import RoutePolicy
                 from .xdist import session_ledger
 
                 settings = self.settings
                 config = GuardConfig(
-                    route=settings.route, auto_cache=settings.cache == "auto", prices=settings.prices
+                    route=settings.route or RoutePolicy(),
+                    auto_cache=settings.cache == "auto",
+                    prices=self.price_book(),
                 )
                 # In memory, or an SQLite file shared with xdist workers / kept on disk (--llm-ledger).
                 guard = CostGuard(config, session_ledger(self.config, settings, self._running_test))
@@ -218,6 +222,14 @@ class CostguardSession:
                 if self._current is not None:
                     self._enter_scope()
         return self._guard
+
+    def price_book(self) -> PriceBook:
+        """The session's prices: the user's overrides, or genai-prices (made on first use, then shared)."""
+        if self._prices is None:
+            from .pricing import PriceBook
+
+            self._prices = self.settings.prices or PriceBook()
+        return self._prices
 
     def _running_test(self) -> str | None:
         return self._guard.scope.tag if self._guard is not None else None
@@ -229,7 +241,7 @@ class CostguardSession:
 
     def close(self) -> None:
         """Stop metering (clients built during the run pass calls through untouched afterwards)."""
-        from .providers import anthropic as provider
+        from .providers import _install as provider
 
         provider.uninstall(self.guard_ready)
 
@@ -241,7 +253,7 @@ class CostguardSession:
         errors = []
         for item in items:
             try:
-                self.marks[item.nodeid] = _marks(item, self.settings)
+                self.marks[item.nodeid] = _marks(item, self.settings, self.price_book)
             except SettingsError as exc:
                 errors.append(str(exc))
         if errors:
@@ -249,7 +261,7 @@ class CostguardSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
-        self._current = (item.nodeid, self.marks.get(item.nodeid) or _marks(item, self.settings))
+        self._current = (item.nodeid, self.marks.get(item.nodeid) or _marks(item, self.settings, self.price_book))
         if self._guard is not None:
             self._enter_scope()
         try:

@@ -1,0 +1,131 @@
+"""Make every Anthropic client the process builds carry the cost guard's middleware.
+
+Kept apart from the middleware (`anthropic.py`) and free of the package's other modules: the pytest plugin
+imports this at start-up, and a suite that never builds a client never loads the middleware, the guard or the
+pricing code. The middleware module is imported when the first client is built.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..guard import CostGuard
+
+__all__ = ["install", "is_installed", "prepare", "uninstall"]
+
+
+def _getter(guard: CostGuard | Callable[[], CostGuard | None]) -> Callable[[], CostGuard | None]:
+    # A guard is not callable: a callable is a factory (or a getter) of one.
+    return guard if callable(guard) else (lambda: guard)
+
+
+# -- process-wide installation -------------------------------------------------------------------------------
+_guards: list[tuple[CostGuard | Callable[[], CostGuard], Callable[[], CostGuard | None]]] = []
+"""Installed guards (or factories), innermost last, each with the getter the middleware calls."""
+_shared: dict[type[Any], Any] = {}
+
+
+def _active_guard() -> CostGuard | None:
+    # A factory (the pytest session's) builds its guard on the first call: idle suites never pay for one.
+    return _guards[-1][1]() if _guards else None
+
+
+def _shared_middleware() -> Any:
+    """The one middleware instance every client of the current `anthropic` import carries."""
+    from .anthropic import _middleware_class
+
+    cls = _middleware_class()
+    instance = _shared.get(cls)
+    if instance is None:
+        instance = _shared[cls] = cls(_active_guard)
+    return instance
+
+
+def _patch_base_client_module(module: Any) -> None:
+    """Wrap the SDK's base client constructors so every client gets the shared middleware, innermost."""
+    for cls in (module.SyncAPIClient, module.AsyncAPIClient):
+        original = cls.__init__
+        if getattr(original, "_costguard_patched", False):
+            continue
+
+        def wrapped(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
+            shared = _shared_middleware()
+            chain = tuple(kwargs.get("middleware") or ())
+            if not any(entry is shared for entry in chain):
+                # Innermost, so it meters exactly what goes on the wire, after any user middleware.
+                kwargs["middleware"] = (*chain, shared)
+            __original(self, *args, **kwargs)
+
+        wrapped._costguard_patched = True  # type: ignore[attr-defined]
+        wrapped.__wrapped__ = original  # type: ignore[attr-defined]
+        cls.__init__ = wrapped
+
+
+class _AnthropicImportHook:
+    """A meta-path finder that patches `anthropic._base_client` each time it is imported."""
+
+    target = "anthropic._base_client"
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.target:
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return None
+        loader = spec.loader
+        original_exec = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            original_exec(module)
+            _patch_base_client_module(module)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+_hook = _AnthropicImportHook()
+
+
+def prepare() -> None:
+    """Make every Anthropic client built from now on carry the shared middleware (idle until `install`)."""
+    if _hook not in sys.meta_path:
+        sys.meta_path.insert(0, _hook)
+    module = sys.modules.get("anthropic._base_client")
+    if module is not None:
+        _patch_base_client_module(module)
+
+
+def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
+    """Meter every Anthropic client in this process through `guard`, including clients built later.
+
+    `guard` may be a factory, called on the first metered call. Installs nest (a pytest run inside a pytest
+    run): `uninstall` gives metering back to the outer guard.
+    """
+    _guards.append((guard, _getter(guard)))
+    prepare()
+
+
+def uninstall(guard: CostGuard | Callable[[], CostGuard] | None = None) -> None:
+    """Stop metering through `guard` (the innermost one by default)."""
+    if guard is None:
+        if _guards:
+            _guards.pop()
+        return
+    for index in range(len(_guards) - 1, -1, -1):
+        if _guards[index][0] == guard:  # ==: a bound method is a new object on every access
+            del _guards[index]
+            return
+
+
+def is_installed() -> bool:
+    """Return whether a guard is active."""
+    return bool(_guards)
