@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from .settings import format_usd
 from .tracking import CostRecord
 
 __all__ = [
@@ -40,21 +41,6 @@ class ReportError(ValueError):
 def _num(amount: Decimal) -> float:
     """Convert money to a JSON number at the edge, to 10 decimal places (far below a token's price)."""
     return float(round(amount, 10))
-
-
-def format_usd(amount: Decimal | float, *, limit: bool = False) -> str:
-    """Format dollars for people: cents for sums of a dollar or more, significant digits below.
-
-    `limit` marks an amount a person chose (a budget): shown in cents when it is a whole number of cents.
-    """
-    value = Decimal(str(amount))
-    if value == 0:
-        return "$0.00"
-    if abs(value) >= 1 or (limit and value == value.quantize(Decimal("0.01"))):
-        return f"${value:,.2f}"
-    if abs(value) >= Decimal("0.0001"):
-        return f"${value:.4f}"
-    return f"${value:.6f}"
 
 
 @dataclass(frozen=True, slots=True)

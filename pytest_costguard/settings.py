@@ -6,14 +6,17 @@ No pytest import: the plugin hands in raw strings and turns `SettingsError` into
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from .pricing import PriceBook, PriceOverride, UnknownModelPrice
-from .routing import RoutePolicy, RoutingConfig, parse_route_map, parse_route_mode
+if TYPE_CHECKING:
+    # Imported when a setting needs them: a run that sets no routing and no prices (most runs, and every idle
+    # one) never loads the pricing and routing modules at start-up.
+    from .pricing import PriceBook, PriceOverride
+    from .routing import RoutePolicy
 
-__all__ = ["Settings", "SettingsError", "parse_prices", "parse_usd", "resolve_settings"]
+__all__ = ["Settings", "SettingsError", "format_usd", "parse_prices", "parse_usd", "resolve_settings"]
 
 CacheMode = Literal["off", "auto"]
 
@@ -41,6 +44,21 @@ def parse_usd(value: object, *, source: str) -> Decimal:
     return amount
 
 
+def format_usd(amount: Decimal | float, *, limit: bool = False) -> str:
+    """Format dollars for people: cents for sums of a dollar or more, significant digits below.
+
+    `limit` marks an amount a person chose (a budget): shown in cents when it is a whole number of cents.
+    """
+    value = Decimal(str(amount))
+    if value == 0:
+        return "$0.00"
+    if abs(value) >= 1 or (limit and value == value.quantize(Decimal("0.01"))):
+        return f"${value:,.2f}"
+    if abs(value) >= Decimal("0.0001"):
+        return f"${value:.4f}"
+    return f"${value:.6f}"
+
+
 _PRICE_KEYS = {"input", "output", "cache_write", "cache_write_1h", "cache_read", "web_search_per_1k"}
 
 
@@ -49,6 +67,8 @@ def parse_prices(lines: Sequence[str], *, source: str) -> dict[str, PriceOverrid
 
     Prices are USD per million tokens (web searches per thousand).
     """
+    from .pricing import PriceOverride
+
     overrides: dict[str, PriceOverride] = {}
     for number, raw in enumerate(lines, start=1):
         line = raw.split("#", 1)[0].strip()
@@ -80,14 +100,14 @@ class Settings:
     """Hard cap for the session, USD."""
     budget_per_test: Decimal | None = None
     """Default hard cap for each test, USD."""
-    route: RoutePolicy = field(default_factory=RoutePolicy)
-    """Which model each request is sent to."""
+    route: RoutePolicy | None = None
+    """Which model each request is sent to; None when no routing setting was given (routing off)."""
     cache: CacheMode = "off"
     """Prompt caching of recurring long system prompts."""
     reports: tuple[str, ...] = ()
     """Report paths (.json, .md)."""
-    prices: PriceBook = field(default_factory=PriceBook)
-    """Price source, with the user's overrides."""
+    prices: PriceBook | None = None
+    """Price source with the user's overrides; None when none were given (genai-prices as it is)."""
     baseline: str | None = None
     """A JSON report to compare this run with."""
     baseline_fail_pct: Decimal | None = None
@@ -119,15 +139,19 @@ def resolve_settings(get: Getter) -> Settings:
     per_test = None if per_test_raw is None else parse_usd(per_test_raw, source=src)
 
     mode_raw, src = _raw(get, "llm_route")
-    try:
-        mode = parse_route_mode(mode_raw or "off", source=src)
-        cheap_raw, cheap_src = _raw(get, "llm_cheap_model")
-        map_raw, map_src = _raw(get, "llm_route_map")
-        route_map = parse_route_map(map_raw or "", source=map_src)
-        config = RoutingConfig(cheap_model=cheap_raw.strip()) if cheap_raw else RoutingConfig()
-        route = RoutePolicy(mode=mode, route_map=route_map, config=config)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
+    cheap_raw, cheap_src = _raw(get, "llm_cheap_model")
+    map_raw, map_src = _raw(get, "llm_route_map")
+    route = None
+    if mode_raw is not None or cheap_raw is not None or map_raw is not None:
+        from .routing import RoutePolicy, RoutingConfig, parse_route_map, parse_route_mode
+
+        try:
+            mode = parse_route_mode(mode_raw or "off", source=src)
+            route_map = parse_route_map(map_raw or "", source=map_src)
+            config = RoutingConfig(cheap_model=cheap_raw.strip()) if cheap_raw else RoutingConfig()
+            route = RoutePolicy(mode=mode, route_map=route_map, config=config)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
 
     cache_raw, src = _raw(get, "llm_cache")
     cache = (cache_raw or "off").strip().lower()
@@ -135,15 +159,21 @@ def resolve_settings(get: Getter) -> Settings:
         raise SettingsError(f"{src}: {cache_raw!r} is not one of off, auto")
 
     prices_raw, prices_src = _raw(get, "llm_prices")
-    prices = PriceBook(overrides=parse_prices((prices_raw or "").splitlines(), source=prices_src))
-    # Every model routing can send to must have a price, or the budget could not bound its calls.
-    to_check: list[tuple[str, str]] = [(config.cheap_model, cheap_src)] if mode != "off" else []
-    to_check += [(sent, map_src) for sent in route_map.values()]
-    for model, source in to_check:
-        try:
-            prices.rates(model)
-        except UnknownModelPrice as exc:
-            raise SettingsError(f"{source}: {exc}") from None
+    prices = None
+    if prices_raw is not None or route is not None:
+        from .pricing import PriceBook, UnknownModelPrice
+
+        prices = PriceBook(overrides=parse_prices((prices_raw or "").splitlines(), source=prices_src))
+        # Every model routing can send to must have a price, or the budget could not bound its calls.
+        to_check: list[tuple[str, str]] = []
+        if route is not None:
+            to_check += [(route.config.cheap_model, cheap_src)] if route.mode != "off" else []
+            to_check += [(sent, map_src) for sent in route.route_map.values()]
+        for model, source in to_check:
+            try:
+                prices.rates(model)
+            except UnknownModelPrice as exc:
+                raise SettingsError(f"{source}: {exc}") from None
 
     reports_raw, src = _raw(get, "llm_report")
     reports = tuple(p.strip() for p in (reports_raw or "").splitlines() if p.strip())
@@ -174,17 +204,17 @@ def resolve_settings(get: Getter) -> Settings:
 
 def describe(settings: Settings) -> str:
     """Return the one-line summary shown in pytest's report header."""
-    from .report import format_usd
-
     parts = [f"budget {format_usd(settings.budget, limit=True)}" if settings.budget is not None else "no budget"]
     if settings.budget_per_test is not None:
         parts.append(f"per test {format_usd(settings.budget_per_test, limit=True)}")
     route = settings.route
-    if route.mode == "cheap":
+    if route is None:
+        parts.append("route off")
+    elif route.mode == "cheap":
         parts.append(f"route cheap -> {route.config.cheap_model}")
     else:
         parts.append(f"route {route.mode}")
-    if route.route_map:
+    if route is not None and route.route_map:
         parts.append("route map " + ", ".join(f"{k} -> {v}" for k, v in route.route_map.items()))
     parts.append(f"cache {settings.cache}")
     return "costguard: " + ", ".join(parts)

@@ -466,6 +466,31 @@ def test_idle():
     fake_pytester.runpytest_subprocess("--llm-budget=1", "-p", "no:asyncio").assert_outcomes(passed=1)
 
 
+def test_an_idle_suite_without_routing_or_prices_loads_only_the_plugins_start_up_modules(
+    pytester: pytest.Pytester,
+) -> None:
+    # Defining a dataclass costs about 2 ms here: the pricing, routing and guard modules (a dozen of them) are
+    # loaded on the first LLM call, or at start-up only when routing or prices are configured.
+    pytester.makepyfile(
+        """
+import sys
+def test_idle():
+    loaded = sorted(m for m in sys.modules if m.startswith("pytest_costguard."))
+    assert loaded == [
+        "pytest_costguard.plugin",
+        "pytest_costguard.providers",
+        "pytest_costguard.providers._install",
+        "pytest_costguard.settings",
+    ], loaded
+"""
+    )
+    pytester.runpytest_subprocess("--llm-budget=1", "-p", "no:asyncio").assert_outcomes(passed=1)
+    pytester.makeini("[pytest]\nllm_route = cheap\n")
+    result = pytester.runpytest_subprocess("-p", "no:asyncio")
+    result.assert_outcomes(failed=1)  # configured routing is validated at start-up, so it is loaded then
+    result.stdout.fnmatch_lines(["*pytest_costguard.routing*"])
+
+
 def test_the_help_shows_the_option_group_as_in_the_snapshot(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
