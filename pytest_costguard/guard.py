@@ -77,6 +77,9 @@ class Ticket:
     streamed: bool
     retries: int
     holds: list[tuple[Ledger, Reservation]]
+    rates: Rates
+    """The prices the attempt was admitted at (the model's, standard tier, `fast` or not)."""
+    fast: bool
     done: bool = False
 
 
@@ -123,7 +126,9 @@ class CostGuard:
                 body = {**body, "model": model}
         if config.auto_cache:
             body = self._maybe_cache(body)
-        worst = bound(body, config.prices.rates(model, fast=body.get("speed") == "fast"))
+        fast = body.get("speed") == "fast"
+        rates = config.prices.rates(model, fast=fast)
+        worst = bound(body, rates)
         holds: list[tuple[Ledger, Reservation]] = []
         try:
             if scope.ledger is not None:
@@ -145,6 +150,8 @@ class CostGuard:
             streamed,
             retries,
             holds,
+            rates,
+            fast,
         )
         with self._lock:
             self._open[id(ticket)] = ticket
@@ -212,7 +219,10 @@ class CostGuard:
             prices = self.config.prices
             priced_as_billed = True
             try:
-                cost = prices.cost(usage, billed_model)
+                if billed_model == ticket.model and usage.fast == ticket.fast and not usage.batch:
+                    cost = ticket.rates.cost(usage)  # billed as admitted (most calls): no second price lookup
+                else:
+                    cost = prices.cost(usage, billed_model)
             except UnknownModelPrice:
                 # The response names a model we cannot price (an unexpected alias): bill it at the model we
                 # admitted it for, whose price we know.
