@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -152,7 +151,13 @@ class TestMarks(NamedTuple):
 
 def _marks(item: pytest.Item, settings: Settings, prices: Callable[[], PriceBook]) -> TestMarks:
     budget = settings.budget_per_test
-    mark = item.get_closest_marker("llm_budget")
+    budget_mark = model_mark = None
+    for found in item.iter_markers():  # closest first; one walk up the node chain instead of one per marker
+        if found.name == "llm_budget":
+            budget_mark = budget_mark or found
+        elif found.name == "llm_model":
+            model_mark = model_mark or found
+    mark = budget_mark
     if mark is not None:
         source = f"@pytest.mark.llm_budget on {item.nodeid}"
         extra = set(mark.kwargs) - {"usd"}
@@ -160,7 +165,7 @@ def _marks(item: pytest.Item, settings: Settings, prices: Callable[[], PriceBook
             raise SettingsError(f"{source}: takes one argument, the budget in USD, e.g. llm_budget(0.05)")
         budget = parse_usd(mark.args[0] if mark.args else mark.kwargs["usd"], source=source)
     model = None
-    mark = item.get_closest_marker("llm_model")
+    mark = model_mark
     if mark is not None:
         source = f"@pytest.mark.llm_model on {item.nodeid}"
         value = mark.args[0] if len(mark.args) == 1 and not mark.kwargs else mark.kwargs.get("name")
@@ -283,24 +288,15 @@ class CostguardSession:
             ledger = self.test_ledgers[nodeid] = InMemoryLedger(limit=marks.budget, scope=f"test {nodeid}")
         self._guard.scope = Scope(tag=nodeid, ledger=ledger, pinned_model=marks.model)
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        if call.when == "teardown" and item.nodeid in self._by_test:
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        # After the test's fixtures are torn down (their calls count too), before its teardown report is made.
+        if item.nodeid in self._by_test:
             cost, calls = self._test_cost(item.nodeid)
             # On the report as plain strings: they survive xdist serialization and reach JUnit XML. Tests
             # that made no LLM call get none, so a suite without calls has no noise in its JUnit XML.
             item.user_properties.append(("llm_cost_usd", str(cost)))
             item.user_properties.append(("llm_calls", str(calls)))
-        report = yield
-        if call.when == "call" and report.passed and self._guard is not None and self._guard.refusals:
-            refused = [r for r in self._guard.refusals if r.tag == item.nodeid and r.scope != "session"]
-            if refused:
-                # The code under test swallowed the refusal; the test still broke its budget.
-                report.outcome = "failed"
-                report.longrepr = "pytest-costguard: " + refused[0].message
-        return report
 
     def records_of(self, nodeid: str) -> list[CostRecord]:
         """The calls a test made, from an index kept as calls settle (scanning every record per test is O(n^2))."""
@@ -314,7 +310,16 @@ class CostguardSession:
         records = self.records_of(nodeid)
         return sum((r.cost_usd for r in records), Decimal(0)), len(records)
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # First, so the terminal, JUnit XML, --lf, -x and xdist all see the verdict. (A plain hook rather than a
+        # wrapper of pytest_runtest_makereport: this runs three times per test, idle suites included.)
+        if report.when == "call" and report.passed and self._guard is not None and self._guard.refusals:
+            refused = [r for r in self._guard.refusals if r.tag == report.nodeid and r.scope != "session"]
+            if refused:
+                # The code under test swallowed the refusal; the test still broke its budget.
+                report.outcome = "failed"
+                report.longrepr = "pytest-costguard: " + refused[0].message
         previous = self.outcomes.get(report.nodeid)
         if report.failed:
             outcome = "failed" if report.when == "call" else "error"
@@ -427,12 +432,14 @@ def _session(request: pytest.FixtureRequest) -> CostguardSession:
     return request.config.stash[_SESSION_KEY]
 
 
-@dataclass(frozen=True)
 class TestCost:
-    """This test's LLM spend so far."""
+    """This test's LLM spend so far (read-only views; a plain class: cheaper to define at start-up)."""
 
-    _session: CostguardSession
-    _nodeid: str
+    __slots__ = ("_nodeid", "_session")
+
+    def __init__(self, session: CostguardSession, nodeid: str) -> None:
+        self._session = session
+        self._nodeid = nodeid
 
     @property
     def records(self) -> tuple[CostRecord, ...]:
@@ -463,11 +470,13 @@ class TestCost:
         return self.limit if ledger is None else ledger.remaining
 
 
-@dataclass(frozen=True)
 class SessionBudget:
-    """The session budget: limit, spent, remaining."""
+    """The session budget: limit, spent, remaining (read-only views)."""
 
-    _session: CostguardSession
+    __slots__ = ("_session",)
+
+    def __init__(self, session: CostguardSession) -> None:
+        self._session = session
 
     @property
     def limit(self) -> Decimal | None:

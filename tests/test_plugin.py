@@ -139,6 +139,32 @@ def test_free():
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
+def test_the_closest_marker_wins_over_a_module_or_class_marker(fake_pytester: pytest.Pytester) -> None:
+    _suite(
+        fake_pytester,
+        """
+from decimal import Decimal
+
+pytestmark = [pytest.mark.llm_budget(1.0), pytest.mark.llm_model("claude-opus-4-7")]
+
+class TestGroup:
+    @pytest.mark.llm_budget(0.005)
+    @pytest.mark.llm_model("claude-haiku-4-5")
+    def test_capped(self, llm_cost):
+        ask()
+        assert llm_cost.limit == Decimal("0.005")
+        assert {r.model for r in llm_cost.records} == {"claude-haiku-4-5"}
+
+def test_module_wide(llm_cost):
+    for _ in range(5):
+        ask()
+    assert llm_cost.limit == Decimal("1.0")
+    assert {r.model for r in llm_cost.records} == {"claude-opus-4-7"}
+""",
+    )
+    fake_pytester.runpytest().assert_outcomes(passed=2)
+
+
 def test_the_default_per_test_budget_comes_from_the_ini_file(fake_pytester: pytest.Pytester) -> None:
     fake_pytester.makeini("[pytest]\nllm_budget_per_test = 0.004\n")
     _suite(fake_pytester, "def test_two_calls(): ask(); ask()")
