@@ -28,6 +28,7 @@ SCRIPTS = (
     "bench_overhead.py",
     "bench_idle.py",
     "bench_money.py",
+    "bench_instructions.py",
 )
 
 
