@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -18,6 +18,8 @@ import pytest
 from .settings import Settings, SettingsError, describe, parse_usd, resolve_settings
 
 if TYPE_CHECKING:
+    from _pytest.nodes import Node
+
     from .baseline import BaselineComparison
     from .guard import CostGuard
     from .ledger import InMemoryLedger
@@ -149,14 +151,38 @@ class TestMarks(NamedTuple):
     """The model the test is pinned to."""
 
 
-def _marks(item: pytest.Item, settings: Settings, prices: Callable[[], PriceBook]) -> TestMarks:
-    budget = settings.budget_per_test
-    budget_mark = model_mark = None
-    for found in item.iter_markers():  # closest first; one walk up the node chain instead of one per marker
+_Found = tuple["pytest.Mark | None", "pytest.Mark | None"]
+
+
+def _closest_marks(markers: Iterable[pytest.Mark]) -> _Found:
+    """The first llm_budget and llm_model marks of `markers` (given closest first)."""
+    budget = model = None
+    for found in markers:
         if found.name == "llm_budget":
-            budget_mark = budget_mark or found
+            budget = budget or found
         elif found.name == "llm_model":
-            model_mark = model_mark or found
+            model = model or found
+    return budget, model
+
+
+def _marks(
+    item: pytest.Item,
+    settings: Settings,
+    prices: Callable[[], PriceBook],
+    parents: dict[Node | None, _Found] | None = None,
+) -> TestMarks:
+    budget = settings.budget_per_test
+    # The item's own marks, then its parents' (class, module...) closest first, as `item.iter_markers()` gives
+    # them; `parents` keeps each parent's, so a module of 100 tests is walked once, not 100 times.
+    budget_mark, model_mark = _closest_marks(item.own_markers)
+    if budget_mark is None or model_mark is None:
+        parent = item.parent
+        inherited = parents.get(parent) if parents is not None else None
+        if inherited is None:
+            inherited = _closest_marks(parent.iter_markers()) if parent is not None else (None, None)
+            if parents is not None:
+                parents[parent] = inherited
+        budget_mark, model_mark = budget_mark or inherited[0], model_mark or inherited[1]
     mark = budget_mark
     if mark is not None:
         source = f"@pytest.mark.llm_budget on {item.nodeid}"
@@ -256,9 +282,10 @@ class CostguardSession:
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         errors = []
+        parents: dict[Node | None, _Found] = {}
         for item in items:
             try:
-                self.marks[item.nodeid] = _marks(item, self.settings, self.price_book)
+                self.marks[item.nodeid] = _marks(item, self.settings, self.price_book, parents)
             except SettingsError as exc:
                 errors.append(str(exc))
         if errors:
