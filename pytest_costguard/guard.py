@@ -197,24 +197,11 @@ class CostGuard:
     ) -> CostRecord:
         """End an attempt that was billed: record its real cost (or its worst case when usage is missing)."""
         billed_model = model or ticket.model
+        at_requested: Decimal | None
+        uncached: Decimal | None
         if usage is None:
-            record = make_record(
-                model=billed_model,
-                input_tokens=0,
-                output_tokens=0,
-                cost_usd=ticket.worst_case,
-                requested_model=ticket.requested_model,
-                cache_creation_input_tokens=0,
-                cache_read_input_tokens=0,
-                web_search_requests=0,
-                tag=ticket.tag,
-                streamed=ticket.streamed,
-                retries=ticket.retries,
-                estimated=True,
-                cost_at_requested_usd=None,
-                cost_uncached_usd=None,
-                reserved_usd=ticket.worst_case,
-            )
+            # Billed, but how much is unknown: charge the worst case it was admitted for.
+            usage, cost, estimated, at_requested, uncached = _NO_USAGE, ticket.worst_case, True, None, None
         else:
             prices = self.config.prices
             priced_as_billed = True
@@ -228,33 +215,33 @@ class CostGuard:
                 # admitted it for, whose price we know.
                 cost = prices.cost(usage, ticket.model)
                 priced_as_billed = False
-            cache_writes = usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
+            cached = usage.cache_write_5m_tokens or usage.cache_write_1h_tokens or usage.cache_read_input_tokens
             # Unrouted and uncached calls (most calls) cost the same in the counterfactuals: don't price them again.
             at_requested = (
                 cost if priced_as_billed and ticket.requested_model == billed_model
                 else self._cost_or_none(usage, ticket.requested_model)
             )
             uncached = (
-                cost if priced_as_billed and not (cache_writes or usage.cache_read_input_tokens)
+                cost if priced_as_billed and not cached
                 else self._cost_or_none(_uncached(usage), billed_model)
             )
-            record = make_record(
-                model=billed_model,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cost_usd=cost,
-                requested_model=ticket.requested_model,
-                cache_creation_input_tokens=cache_writes,
-                cache_read_input_tokens=usage.cache_read_input_tokens,
-                web_search_requests=usage.web_search_requests,
-                tag=ticket.tag,
-                streamed=ticket.streamed,
-                retries=ticket.retries,
-                estimated=estimated,
-                cost_at_requested_usd=at_requested,
-                cost_uncached_usd=uncached,
-                reserved_usd=ticket.worst_case,
-            )
+        record = make_record(
+            model=billed_model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=cost,
+            requested_model=ticket.requested_model,
+            cache_creation_input_tokens=usage.cache_write_5m_tokens + usage.cache_write_1h_tokens,
+            cache_read_input_tokens=usage.cache_read_input_tokens,
+            web_search_requests=usage.web_search_requests,
+            tag=ticket.tag,
+            streamed=ticket.streamed,
+            retries=ticket.retries,
+            estimated=estimated,
+            cost_at_requested_usd=at_requested,
+            cost_uncached_usd=uncached,
+            reserved_usd=ticket.worst_case,
+        )
         if not self._close(ticket, record):
             return record
         for ledger, reservation in ticket.holds:
@@ -298,6 +285,9 @@ class CostGuard:
     def session_refusals(self) -> int:
         """Calls refused by the session budget."""
         return sum(1 for r in self.refusals if r.scope == "session")
+
+
+_NO_USAGE = Usage()
 
 
 def _uncached(usage: Usage) -> Usage:

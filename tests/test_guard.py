@@ -165,3 +165,30 @@ def test_a_transport_failure_is_charged_only_once_the_request_reached_the_server
     assert guard.failed_attempts == int(not charged)
     if charged:
         assert guard.records[0].estimated and guard.records[0].cost_usd == guard.records[0].reserved_usd
+
+
+def test_an_event_stream_reply_to_a_request_that_did_not_stream_is_charged_its_worst_case() -> None:
+    import contextlib
+    import json
+
+    import anthropic
+    import httpx2
+
+    guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1)))
+    api = FakeAPI({"input_tokens": 10, "output_tokens": 5})
+
+    def stream_whatever_was_asked(request: httpx2.Request) -> httpx2.Response:
+        return api._stream(json.loads(request.content), {"input_tokens": 10, "output_tokens": 5})
+
+    client = anthropic.Anthropic(
+        api_key="sk-ant-test",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(stream_whatever_was_asked)),
+        middleware=[middleware_for(guard)],
+        max_retries=0,
+    )
+    with contextlib.suppress(Exception):  # the SDK may refuse to read an event stream as a Message
+        client.messages.create(**REQUEST)
+    # The usage of a reply the middleware did not expect is not guessed at: the call is charged its worst case.
+    [record] = guard.records
+    assert record.estimated and record.cost_usd == record.reserved_usd > 0
+    assert guard.ledger.reserved == 0

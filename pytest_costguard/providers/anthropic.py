@@ -203,7 +203,7 @@ def _observe(guard: CostGuard, ticket: Ticket, http: Any, wrap: Callable[..., An
         guard.release(ticket)
         return False
     if not ticket.streamed or not _is_sse(http):
-        return True  # a JSON body (a reply that is not, for a request that did not stream, is charged its worst case)
+        return True  # a JSON body: an unreadable one (an event stream nobody asked for) is charged its worst case
     if http.is_closed or http.is_stream_consumed:
         meter = SSEMeter()
         meter.feed(http.content)
