@@ -44,8 +44,8 @@ def child(mode: str, calls: int) -> None:
     from bench_overhead import call_block, make_client
 
     if mode == "metered":
-        from pytest_costguard.guard import CostGuard, GuardConfig
-        from pytest_costguard.ledger import InMemoryLedger
+        from pytest_costguard.metering.guard import CostGuard, GuardConfig
+        from pytest_costguard.metering.ledger import InMemoryLedger
         from pytest_costguard.providers import anthropic as provider
 
         provider.install(CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1000))))

@@ -36,10 +36,10 @@ from typing import Any
 
 from _bench import figure, fmt_time, make_parser
 
-from pytest_costguard.budget import BudgetExceededError
-from pytest_costguard.ledger import InMemoryLedger
-from pytest_costguard.sqlite_ledger import _PAGE_SIZE, SqliteLedger, read_ledger
-from pytest_costguard.tracking import CostRecord
+from pytest_costguard.core.budget import BudgetExceededError
+from pytest_costguard.core.tracking import CostRecord
+from pytest_costguard.metering.ledger import InMemoryLedger
+from pytest_costguard.metering.sqlite_ledger import _PAGE_SIZE, SqliteLedger, read_ledger
 
 WORST = Decimal("0.0100")
 RECORD = CostRecord(

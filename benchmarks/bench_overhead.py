@@ -108,8 +108,8 @@ def in_process(quick: bool) -> None:
     sdk_noop = make_client([DoNothing()])
     assert not bare.middleware, "the bare client must carry no middleware"
 
-    from pytest_costguard.guard import CostGuard, GuardConfig
-    from pytest_costguard.ledger import InMemoryLedger
+    from pytest_costguard.metering.guard import CostGuard, GuardConfig
+    from pytest_costguard.metering.ledger import InMemoryLedger
     from pytest_costguard.providers import anthropic as provider
 
     provider.uninstall()  # no guard left over from an importer: the pass-through variant must be idle
@@ -177,8 +177,8 @@ def in_process(quick: bool) -> None:
 def child(mode: str, calls: int) -> None:
     """One side of the cross-process comparison: print seconds per call after a warm-up."""
     if mode == "metered":
-        from pytest_costguard.guard import CostGuard, GuardConfig
-        from pytest_costguard.ledger import InMemoryLedger
+        from pytest_costguard.metering.guard import CostGuard, GuardConfig
+        from pytest_costguard.metering.ledger import InMemoryLedger
         from pytest_costguard.providers import anthropic as provider
 
         provider.install(CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1000))))

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from _bench import figure, fmt_time, make_parser, median, time_alternating
 
-from pytest_costguard.pricing import PriceBook, Usage, usage_from_response
+from pytest_costguard.core.pricing import PriceBook, Usage, usage_from_response
 
 MODEL = "claude-sonnet-4-6"
 USAGE_JSON = {

@@ -21,8 +21,8 @@ from typing import Any
 
 from _bench import figure, fmt_time, make_parser, median, time_alternating
 
-from pytest_costguard.report import build_report, write_report
-from pytest_costguard.tracking import CostRecord
+from pytest_costguard.core.tracking import CostRecord
+from pytest_costguard.reports.model import build_report, write_report
 
 MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-6")
 

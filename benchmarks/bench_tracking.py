@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from _bench import figure, fmt_time, make_parser, median
 
-from pytest_costguard.tracking import CostRecord, CostTracker
+from pytest_costguard.core.tracking import CostRecord, CostTracker
 
 
 @dataclass(frozen=True, slots=True)

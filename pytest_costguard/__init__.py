@@ -9,44 +9,48 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _compat
+
+_compat.install()
+
 if TYPE_CHECKING:
-    from .budget import BudgetExceededError, input_token_bound, worst_case_cost
-    from .caching import build_cached_messages
-    from .guard import CostGuard, GuardConfig
-    from .ledger import InMemoryLedger
-    from .pipeline import PipelineConfig, PipelineResult, aprocess, process
-    from .pricing import PriceBook, PriceOverride, UnknownModelPrice, Usage, cost_of_response
-    from .retry import RetryPolicy, acall_with_retry, call_with_retry, is_transient
-    from .routing import RoutingConfig, RoutingDecision, decide_model, select_model
-    from .tracking import CostRecord, CostTracker
+    from .core.budget import BudgetExceededError, input_token_bound, worst_case_cost
+    from .core.caching import build_cached_messages
+    from .core.pipeline import PipelineConfig, PipelineResult, aprocess, process
+    from .core.pricing import PriceBook, PriceOverride, UnknownModelPrice, Usage, cost_of_response
+    from .core.retry import RetryPolicy, acall_with_retry, call_with_retry, is_transient
+    from .core.routing import RoutingConfig, RoutingDecision, decide_model, select_model
+    from .core.tracking import CostRecord, CostTracker
+    from .metering.guard import CostGuard, GuardConfig
+    from .metering.ledger import InMemoryLedger
 
 _EXPORTS = {
-    "BudgetExceededError": "budget",
-    "input_token_bound": "budget",
-    "worst_case_cost": "budget",
-    "build_cached_messages": "caching",
-    "CostGuard": "guard",
-    "GuardConfig": "guard",
-    "InMemoryLedger": "ledger",
-    "PipelineConfig": "pipeline",
-    "PipelineResult": "pipeline",
-    "aprocess": "pipeline",
-    "process": "pipeline",
-    "PriceBook": "pricing",
-    "PriceOverride": "pricing",
-    "UnknownModelPrice": "pricing",
-    "Usage": "pricing",
-    "cost_of_response": "pricing",
-    "RetryPolicy": "retry",
-    "acall_with_retry": "retry",
-    "call_with_retry": "retry",
-    "is_transient": "retry",
-    "RoutingConfig": "routing",
-    "RoutingDecision": "routing",
-    "decide_model": "routing",
-    "select_model": "routing",
-    "CostRecord": "tracking",
-    "CostTracker": "tracking",
+    "BudgetExceededError": "core.budget",
+    "input_token_bound": "core.budget",
+    "worst_case_cost": "core.budget",
+    "build_cached_messages": "core.caching",
+    "CostGuard": "metering.guard",
+    "GuardConfig": "metering.guard",
+    "InMemoryLedger": "metering.ledger",
+    "PipelineConfig": "core.pipeline",
+    "PipelineResult": "core.pipeline",
+    "aprocess": "core.pipeline",
+    "process": "core.pipeline",
+    "PriceBook": "core.pricing",
+    "PriceOverride": "core.pricing",
+    "UnknownModelPrice": "core.pricing",
+    "Usage": "core.pricing",
+    "cost_of_response": "core.pricing",
+    "RetryPolicy": "core.retry",
+    "acall_with_retry": "core.retry",
+    "call_with_retry": "core.retry",
+    "is_transient": "core.retry",
+    "RoutingConfig": "core.routing",
+    "RoutingDecision": "core.routing",
+    "decide_model": "core.routing",
+    "select_model": "core.routing",
+    "CostRecord": "core.tracking",
+    "CostTracker": "core.tracking",
 }
 
 __all__ = [

@@ -42,7 +42,7 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _write_outputs(report: dict[str, Any], outputs: list[tuple[str, str | None, tuple[str, ...]]]) -> None:
     """Write a report to each (flag, path, allowed suffixes) given, naming the flag when it fails."""
-    from .report import ReportError, write_report
+    from .reports.model import ReportError, write_report
 
     for flag, path, suffixes in outputs:
         if path is None:
@@ -57,8 +57,9 @@ def _write_outputs(report: dict[str, Any], outputs: list[tuple[str, str | None, 
 
 def _report(args: argparse.Namespace, rest: list[str]) -> int:
     """Print (and write) the cost report of a ledger, e.g. one a killed run left, or of a JSON report."""
-    from .report import RefusalInfo, ReportError, build_report, format_usd, load_report, terminal_lines
-    from .sqlite_ledger import LedgerError, read_ledger
+    from .domain.money import format_usd
+    from .metering.sqlite_ledger import LedgerError, read_ledger
+    from .reports.model import RefusalInfo, ReportError, build_report, load_report, terminal_lines
 
     source: str = args.source
     try:
@@ -117,13 +118,13 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _merge(args: argparse.Namespace, rest: list[str]) -> int:
     """Merge per-shard JSON reports; exit 1 when the merged run broke its budget."""
-    from .merge import merge_reports, merged_over_budget
-    from .report import ReportError, format_usd, load_report, terminal_lines
-    from .settings import SettingsError, parse_usd
+    from .domain.money import MoneyError, format_usd, parse_usd
+    from .reports.merge import merge_reports, merged_over_budget
+    from .reports.model import ReportError, load_report, terminal_lines
 
     try:
         budget = None if args.budget is None else parse_usd(args.budget, source="--budget")
-    except SettingsError as exc:
+    except MoneyError as exc:
         raise CommandError(str(exc)) from None
     try:
         reports = [load_report(path) for path in args.reports]

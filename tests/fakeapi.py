@@ -136,7 +136,7 @@ def billed_cost(billed: list[dict[str, Any]]) -> Any:
     """Price what the fake billed, exactly as the plugin should have."""
     from decimal import Decimal
 
-    from pytest_costguard.pricing import default_price_book, usage_from_response
+    from pytest_costguard.core.pricing import default_price_book, usage_from_response
 
     book = default_price_book()
     return sum((book.cost(usage_from_response(b["usage"]), b["model"]) for b in billed), Decimal(0))

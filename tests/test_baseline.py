@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pytest_costguard.baseline import TOTAL, compare
-from pytest_costguard.pricing import Usage, default_price_book
+from pytest_costguard.core.pricing import Usage, default_price_book
+from pytest_costguard.reports.baseline import TOTAL, compare
 
 D = Decimal
 
@@ -54,24 +54,26 @@ def test_a_test_that_cost_nothing_before_fails_once_it_costs_more_than_the_floor
 def test_the_comparison_renders_for_terminal_markdown_and_json() -> None:
     result = compare(report(0.3, a=0.2, b=0.1), report(0.2, a=0.05, b=0.15), fail_pct=D(10))
     lines = result.terminal_lines()
-    assert lines[0] == "vs baseline: total $0.2000 -> $0.3000 (+$0.1000, +50.0%)"
+    assert lines[0] == "vs baseline: total $0.20 -> $0.30 (+$0.10, +50.0%)"
     assert lines[1:5] == [
         "biggest increases:",
-        "   +$0.1500, +300.0%  t.py::a",
+        "     +$0.15, +300.0%  t.py::a",
         "biggest decreases:",
-        "    -$0.0500, -33.3%  t.py::b",
+        "      -$0.05, -33.3%  t.py::b",
     ]
-    assert lines[-1] == "LLM COST REGRESSION over +10% (ignoring increases under $0.0100): the total, t.py::a"
+    assert lines[-1] == "LLM COST REGRESSION over +10% (ignoring increases under $0.01): the total, t.py::a"
     markdown = result.markdown()
-    assert "| `t.py::a` | $0.0500 | $0.2000 | **+$0.1500, +300.0%** |" in markdown
-    assert "| `t.py::b` | $0.1500 | $0.1000 | -$0.0500, -33.3% |" in markdown
+    assert "| `t.py::a` | $0.05 | $0.20 | **+$0.15, +300.0%** |" in markdown
+    assert "| `t.py::b` | $0.15 | $0.10 | -$0.05, -33.3% |" in markdown
     data = json.loads(json.dumps(result.to_json()))
     assert data["failed"] and data["total"]["pct"] == 50.0
     assert [c["name"] for c in data["failures"]] == [TOTAL, "t.py::a"]
 
 
 def test_the_core_imports_no_pytest() -> None:
-    modules = "pytest_costguard.baseline, pytest_costguard.merge, pytest_costguard.sqlite_ledger"
+    modules = (
+        "pytest_costguard.reports.baseline, pytest_costguard.reports.merge, pytest_costguard.metering.sqlite_ledger"
+    )
     code = f"import sys, {modules}; print('pytest' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"
 
@@ -141,13 +143,13 @@ def test_a_run_dearer_than_its_baseline_fails_and_shows_why(baseline_run: pytest
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines([
-        "*vs baseline: total $0.0075 -> $0.0100 (+$0.0025, +33.3%)*",
+        "*vs baseline: total $0.0075 -> $0.01 (+$0.0025, +33.3%)*",
         "biggest increases:",
         "*+$0.0025, +100.0%  test_costs.py::test_got_dearer",
         "biggest decreases:",
         "*-$0.0025, -50.0%  test_costs.py::test_got_cheaper",
         "tests not in both runs: 1 new, 0 gone",
-        "LLM COST REGRESSION over +50% (ignoring increases under $0.0010): test_costs.py::test_got_dearer",
+        "LLM COST REGRESSION over +50% (ignoring increases under $0.001): test_costs.py::test_got_dearer",
     ])
     data = json.loads(baseline_run.path.joinpath("r.json").read_text())
     assert data["baseline"]["path"] == "main.json"
@@ -155,7 +157,7 @@ def test_a_run_dearer_than_its_baseline_fails_and_shows_why(baseline_run: pytest
     assert [c["name"] for c in data["baseline"]["failures"]] == ["test_costs.py::test_got_dearer"]
     markdown = baseline_run.path.joinpath("r.md").read_text()
     assert "### Cost vs baseline" in markdown
-    assert "| `test_costs.py::test_got_dearer` | $0.0025 | $0.0050 | **+$0.0025, +100.0%** |" in markdown
+    assert "| `test_costs.py::test_got_dearer` | $0.0025 | $0.005 | **+$0.0025, +100.0%** |" in markdown
 
 
 def test_increases_under_the_floor_do_not_fail_the_run(baseline_run: pytest.Pytester) -> None:

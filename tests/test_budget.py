@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_costguard import BudgetExceededError, PriceBook, worst_case_cost
-from pytest_costguard.budget import input_token_bound
-from pytest_costguard.pricing import Usage
+from pytest_costguard.core.budget import input_token_bound
+from pytest_costguard.core.pricing import Usage
 
 MODELS = ["claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-7", "claude-haiku-5-5"]
 

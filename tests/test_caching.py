@@ -8,7 +8,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from pytest_costguard.caching import (
+from pytest_costguard.core.caching import (
     DEFAULT_MINIMUMS,
     MAX_BREAKPOINTS,
     CacheMinimums,

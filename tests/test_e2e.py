@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from pytest_costguard.core.pricing import Usage, default_price_book, usage_from_response
 from pytest_costguard.emulator import Emulator
-from pytest_costguard.pricing import Usage, default_price_book, usage_from_response
 
 HELPDESK_SOURCE = (Path(__file__).parent / "e2e_support.py").read_text(encoding="utf-8")
 MAX_TOKENS = 64  # e2e_support.MAX_TOKENS

@@ -10,7 +10,7 @@ import pytest
 from fakeapi import FakeAPI, billed_cost
 
 from pytest_costguard import BudgetExceededError, CostGuard, GuardConfig, InMemoryLedger
-from pytest_costguard.providers.anthropic import SSEMeter, middleware_for
+from pytest_costguard.providers.anthropic.middleware import SSEMeter, middleware_for
 
 REQUEST = {
     "model": "claude-haiku-4-5",
@@ -125,7 +125,7 @@ def test_an_application_can_meter_its_own_client_in_production() -> None:
 
 
 def test_a_call_billed_above_its_worst_case_is_flagged_in_the_report() -> None:
-    from pytest_costguard.report import build_report, terminal_lines
+    from pytest_costguard.reports.model import build_report, terminal_lines
 
     guard, api = _guarded("10")
     api.usage = {"input_tokens": 50_000, "output_tokens": 10}

@@ -17,10 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_costguard import cli
-from pytest_costguard.budget import BudgetExceededError
-from pytest_costguard.ledger import InMemoryLedger
-from pytest_costguard.sqlite_ledger import UNKNOWN_MODEL, LedgerError, SqliteLedger, read_ledger
-from pytest_costguard.tracking import CostRecord
+from pytest_costguard.core.budget import BudgetExceededError
+from pytest_costguard.core.tracking import CostRecord
+from pytest_costguard.metering.ledger import InMemoryLedger
+from pytest_costguard.metering.sqlite_ledger import UNKNOWN_MODEL, LedgerError, SqliteLedger, read_ledger
 
 D = Decimal
 
@@ -77,7 +77,7 @@ def test_sqlite_ledger_admits_what_fits_and_refuses_the_rest(path: Path) -> None
     ledger = SqliteLedger(path, D("1.00"))
     first = ledger.reserve(D("0.60"))
     assert (ledger.reserved, ledger.remaining) == (D("0.60"), D("0.40"))
-    with pytest.raises(BudgetExceededError, match=r"only \$0\.4 of the \$1\.00 budget is left"):
+    with pytest.raises(BudgetExceededError, match=r"only \$0\.40 of the \$1\.00 budget is left"):
         ledger.reserve(D("0.50"))
     ledger.settle(first, record("0.25"))
     second = ledger.reserve(D("0.50"))
@@ -333,9 +333,9 @@ def test_costguard_report_prints_a_ledger_and_its_calls_in_flight(
     ledger.reserve(D("0.3"))  # never ends: the run was killed during this call
     assert cli.main(["report", str(path), "--md", str(path.with_suffix(".md"))]) == 0
     out = capsys.readouterr().out
-    assert "t.py::test_a      1        10         5     $0.1250" in out
-    assert "budget used: $0.1250 of $1.00, 12.5%" in out
-    assert "1 call(s) had not ended when the ledger was last written (up to $0.3000, not included above)" in out
+    assert "t.py::test_a      1        10         5      $0.125" in out
+    assert "budget used: $0.125 of $1.00, 12.5%" in out
+    assert "1 call(s) had not ended when the ledger was last written (up to $0.30, not included above)" in out
     assert "`t.py::test_a`" in path.with_suffix(".md").read_text()
 
 

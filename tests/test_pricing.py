@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_costguard.pricing import (
+from pytest_costguard.core.pricing import (
     PriceBook,
     PriceOverride,
     UnknownModelPrice,

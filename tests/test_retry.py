@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_costguard.retry import (
+from pytest_costguard.core.retry import (
     TRANSIENT_STATUS_CODES,
     RetryPolicy,
     acall_with_retry,
@@ -405,7 +405,7 @@ def test_on_retry_hears_each_retry_before_its_wait() -> None:
 
 
 def test_each_retry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="pytest_costguard.retry"):
+    with caplog.at_level(logging.INFO, logger="pytest_costguard.core.retry"):
         call_with_retry(Script(rate_limited()), policy=NO_JITTER, sleep=lambda _: None)
     assert "retry 1/3 in 0.50 s after RateLimitError" in caplog.text
 
@@ -554,7 +554,7 @@ def test_the_async_twin_behaves_exactly_like_the_sync_one(
 
 def test_importing_the_retry_module_imports_neither_anthropic_nor_pytest() -> None:
     code = (
-        "import sys, pytest_costguard.retry, pytest_costguard.routing, pytest_costguard.caching;"
+        "import sys, pytest_costguard.core.retry, pytest_costguard.core.routing, pytest_costguard.core.caching;"
         "print(sorted(m for m in ('anthropic', 'httpx2', 'httpx', 'pytest') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_costguard.routing import (
+from pytest_costguard.core.routing import (
     DEFAULT_ROUTING,
     RoutePolicy,
     RoutingConfig,
@@ -111,11 +111,11 @@ def test_configs_and_decisions_are_frozen() -> None:
 
 
 def test_select_model_logs_the_decision_and_its_reason_at_debug(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="pytest_costguard.routing"):
+    with caplog.at_level(logging.DEBUG, logger="pytest_costguard.core.routing"):
         select_model(12_000, 3)
     [record] = caplog.records
     assert record.levelno == logging.DEBUG
-    assert record.name == "pytest_costguard.routing"
+    assert record.name == "pytest_costguard.core.routing"
     assert STRONG in record.getMessage()
     assert "text_length 12000 >= text_threshold 10000" in record.getMessage()
 

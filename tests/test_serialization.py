@@ -8,9 +8,9 @@ from dataclasses import fields
 from decimal import Decimal
 from pathlib import Path
 
-from pytest_costguard.sqlite_ledger import SqliteLedger
-from pytest_costguard.tracking import RECORD_FIELDS, CostRecord
-from pytest_costguard.xdist import record_from_json, record_to_json
+from pytest_costguard.core.tracking import RECORD_FIELDS, CostRecord
+from pytest_costguard.metering.sqlite_ledger import SqliteLedger
+from pytest_costguard.plugin.xdist import record_from_json, record_to_json
 
 FULL = CostRecord(
     model="claude-haiku-4-5",

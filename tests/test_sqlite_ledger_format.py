@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_costguard import cli
-from pytest_costguard.budget import BudgetExceededError
-from pytest_costguard.sqlite_ledger import LEDGER_VERSION, LedgerError, SqliteLedger, read_ledger
-from pytest_costguard.tracking import CostRecord
+from pytest_costguard.core.budget import BudgetExceededError
+from pytest_costguard.core.tracking import CostRecord
+from pytest_costguard.metering.sqlite_ledger import LEDGER_VERSION, LedgerError, SqliteLedger, read_ledger
 
 D = Decimal
 PICO = D("1E-12")
@@ -289,8 +289,8 @@ def test_a_version_1_ledger_is_read_as_before(v1_ledger: Path, capsys: pytest.Ca
     assert [(r.tag, r.amount) for r in snapshot.refusals] == [("t.py::test_c", D(2))]
     assert cli.main(["report", str(v1_ledger)]) == 0
     out = capsys.readouterr().out
-    assert "budget used: $0.1250 of $1.00, 12.5%" in out
-    assert "1 call(s) had not ended when the ledger was last written (up to $0.3000, not included above)" in out
+    assert "budget used: $0.125 of $1.00, 12.5%" in out
+    assert "1 call(s) had not ended when the ledger was last written (up to $0.30, not included above)" in out
 
 
 @pytest.mark.parametrize("create", [True, False])

@@ -70,7 +70,7 @@ def test_the_fast_record_constructor_builds_the_same_frozen_record(record, tag, 
 
     import pytest
 
-    from pytest_costguard.tracking import make_record
+    from pytest_costguard.core.tracking import make_record
 
     values = {**{f.name: getattr(record, f.name) for f in dataclasses.fields(CostRecord)}, "tag": tag}
     values.update(streamed=streamed, retries=retries, reserved_usd=record.cost_usd * 2)
@@ -88,7 +88,7 @@ def test_the_fast_constructor_needs_every_field_and_a_slotted_dataclass() -> Non
     import pytest
 
     from pytest_costguard._fast import positional_constructor
-    from pytest_costguard.tracking import make_record
+    from pytest_costguard.core.tracking import make_record
 
     with pytest.raises(TypeError):
         make_record(model="m", input_tokens=1)  # a field left out is an error, never a silent default

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from pytest_costguard import cli
-from pytest_costguard.pricing import Usage, default_price_book
-from pytest_costguard.tracking import CostRecord
-from pytest_costguard.xdist import record_from_json, record_to_json
+from pytest_costguard.core.pricing import Usage, default_price_book
+from pytest_costguard.core.tracking import CostRecord
+from pytest_costguard.plugin.xdist import record_from_json, record_to_json
 
 pytest.importorskip("xdist")
 
@@ -193,7 +193,7 @@ def test_a_run_killed_with_sigkill_leaves_a_ledger_that_reports_its_finished_cal
         "test_crash.py::test_two_calls": (2, 4000, 200),
         "test_crash.py::test_one_call_then_killed": (1, 2000, 100),
     }
-    assert "test_crash.py::test_two_calls" in printed and "$0.0050" in printed
+    assert "test_crash.py::test_two_calls" in printed and "$0.005" in printed
     assert "test_crash.py::test_one_call_then_killed" in printed and "$0.0025" in printed
     assert "budget used: $0.0075 of $1.00" in printed
 

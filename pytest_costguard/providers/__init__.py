@@ -1,1 +1,1 @@
-"""Provider adapters: how each SDK's calls reach the provider-neutral `CostGuard`."""
+"""Provider adapters: one subpackage per SDK, each turning its SDK's traffic into guard calls."""

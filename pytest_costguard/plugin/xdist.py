@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .ledger import InMemoryLedger, Ledger
-from .report import RefusalInfo
+from ..core.tracking import MONEY_FIELDS, RECORD_FIELDS, CostRecord
+from ..metering.ledger import InMemoryLedger, Ledger
+from ..reports.model import RefusalInfo
 from .settings import Settings
-from .tracking import MONEY_FIELDS, RECORD_FIELDS, CostRecord
 
 if TYPE_CHECKING:
-    from .plugin import CostguardSession
+    from . import CostguardSession
 
 __all__ = [
     "XdistHooks",
@@ -84,7 +84,7 @@ def session_ledger(config: pytest.Config, settings: Settings, tag_source: Callab
     if workerinput is None and settings.ledger is None and not (controller and settings.budget is not None):
         return InMemoryLedger(limit=settings.budget, scope="session")
     # Only now: sqlite3 is not free to import, and most runs keep their budget in memory.
-    from .sqlite_ledger import LedgerError, SqliteLedger
+    from ..metering.sqlite_ledger import LedgerError, SqliteLedger
 
     if workerinput is not None and shared:
         if workerinput.get(HOST_KEY) != socket.gethostname():
@@ -104,7 +104,7 @@ def session_ledger(config: pytest.Config, settings: Settings, tag_source: Callab
         return ledger
 
     if settings.ledger is not None:
-        from .plugin import user_path
+        from . import user_path
 
         path = user_path(config, "llm_ledger", settings.ledger)
         scratch = None
@@ -177,7 +177,7 @@ def merge_worker_output(session: CostguardSession, output: Mapping[str, Any]) ->
 
 def recover_crashed_worker(session: CostguardSession, worker: str) -> None:
     """Add what a crashed worker spent, as far as the shared ledger knows, to the controller's session."""
-    from .sqlite_ledger import SqliteLedger
+    from ..metering.sqlite_ledger import SqliteLedger
 
     ledger = session.guard.ledger
     if not isinstance(ledger, SqliteLedger):
@@ -198,7 +198,7 @@ class XdistHooks:
 
     # -- controller ------------------------------------------------------------------------------------------
     def pytest_configure_node(self, node: Any) -> None:
-        from .sqlite_ledger import SqliteLedger
+        from ..metering.sqlite_ledger import SqliteLedger
 
         ledger = self.session.guard.ledger
         if isinstance(ledger, SqliteLedger):

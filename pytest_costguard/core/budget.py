@@ -25,6 +25,7 @@ from decimal import Decimal
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
+from ..domain.money import format_usd
 from .pricing import PriceBook, Rates, default_price_book
 
 __all__ = [
@@ -53,13 +54,6 @@ _C_ENCODE = (
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def _usd(amount: Decimal) -> str:
-    """Format dollars for people: cents for large sums, enough digits to see small ones."""
-    if amount >= 1 or amount == 0:
-        return f"${amount:,.2f}"
-    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount >= Decimal("0.000001") else f"${amount:.2E}"
-
-
 class BudgetExceededError(Exception):
     """A call was refused because its worst-case cost does not fit in what is left of a budget."""
 
@@ -81,13 +75,13 @@ class BudgetExceededError(Exception):
 
     def _message(self) -> str:
         left = max(self.limit - self.spent - self.reserved, Decimal(0))
-        held = f", {_usd(self.reserved)} held by calls in flight" if self.reserved else ""
+        held = f", {format_usd(self.reserved)} held by calls in flight" if self.reserved else ""
         if self.requested is None:
-            return f"LLM {self.scope} budget exceeded: spent {_usd(self.spent)} of {_usd(self.limit)}"
+            return f"LLM {self.scope} budget exceeded: spent {format_usd(self.spent)} of {format_usd(self.limit)}"
         return (
-            f"LLM {self.scope} budget would be exceeded: this call could cost up to {_usd(self.requested)}, "
-            f"but only {_usd(left)} of the {_usd(self.limit)} budget is left "
-            f"({_usd(self.spent)} spent{held}); the call was not sent"
+            f"LLM {self.scope} budget would be exceeded: this call could cost up to {format_usd(self.requested)}, "
+            f"but only {format_usd(left)} of the {format_usd(self.limit)} budget is left "
+            f"({format_usd(self.spent)} spent{held}); the call was not sent"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple, Protocol
 
-from .budget import BudgetExceededError
-from .tracking import CostRecord
+from ..core.budget import BudgetExceededError
+from ..core.tracking import CostRecord
 
 __all__ = ["InMemoryLedger", "Ledger", "Reservation"]
 

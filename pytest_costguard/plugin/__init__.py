@@ -15,16 +15,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
-from .settings import Settings, SettingsError, describe, parse_usd, resolve_settings
+from ..domain.money import MoneyError, parse_usd
+from .settings import Settings, SettingsError, describe, resolve_settings
 
 if TYPE_CHECKING:
     from _pytest.nodes import Node
 
-    from .baseline import BaselineComparison
-    from .guard import CostGuard
-    from .ledger import InMemoryLedger
-    from .pricing import PriceBook
-    from .tracking import CostRecord
+    from ..core.pricing import PriceBook
+    from ..core.tracking import CostRecord
+    from ..metering.guard import CostGuard
+    from ..metering.ledger import InMemoryLedger
+    from ..reports.baseline import BaselineComparison
 
 _SESSION_KEY = pytest.StashKey["CostguardSession"]()
 
@@ -72,7 +73,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     # Hook the SDK before conftests import app code, so clients built at import time are metered too.
-    from .providers import _install as provider
+    from ..providers.anthropic import patch as provider
 
     provider.prepare()
 
@@ -125,7 +126,7 @@ def user_path(config: pytest.Config, name: str, path: str) -> Path:
 
 
 def _load_baseline(config: pytest.Config, path: str) -> dict[str, Any]:
-    from .report import ReportError, load_report
+    from ..reports.model import ReportError, load_report
 
     source = _getter(config)("llm_baseline")[1]
     try:
@@ -224,7 +225,7 @@ class CostguardSession:
         self._current: tuple[str, TestMarks] | None = None
         self._creating = threading.Lock()
         self._prices: PriceBook | None = self.settings.prices
-        from .providers import _install as provider
+        from ..providers.anthropic import patch as provider
 
         # The guard itself is built on the first LLM call: a suite that makes none never imports its machinery.
         provider.install(self.guard_ready)
@@ -236,8 +237,8 @@ class CostguardSession:
             return self._guard
         with self._creating:  # the first calls may come from several threads at once
             if self._guard is None:
-                from .guard import CostGuard, GuardConfig
-                from .routing import RoutePolicy
+                from ..core.routing import RoutePolicy
+                from ..metering.guard import CostGuard, GuardConfig
                 from .xdist import session_ledger
 
                 settings = self.settings
@@ -257,7 +258,7 @@ class CostguardSession:
     def price_book(self) -> PriceBook:
         """The session's prices: the user's overrides, or genai-prices (made on first use, then shared)."""
         if self._prices is None:
-            from .pricing import PriceBook
+            from ..core.pricing import PriceBook
 
             self._prices = self.settings.prices or PriceBook()
         return self._prices
@@ -272,7 +273,7 @@ class CostguardSession:
 
     def close(self) -> None:
         """Stop metering (clients built during the run pass calls through untouched afterwards)."""
-        from .providers import _install as provider
+        from ..providers.anthropic import patch as provider
 
         provider.uninstall(self.guard_ready)
 
@@ -286,7 +287,7 @@ class CostguardSession:
         for item in items:
             try:
                 self.marks[item.nodeid] = _marks(item, self.settings, self.price_book, parents)
-            except SettingsError as exc:
+            except (SettingsError, MoneyError) as exc:
                 errors.append(str(exc))
         if errors:
             raise pytest.UsageError("\n".join(errors))
@@ -305,8 +306,8 @@ class CostguardSession:
 
     def _enter_scope(self) -> None:
         """Charge the guard's calls to the running test, under its own budget if it has one."""
-        from .guard import Scope
-        from .ledger import InMemoryLedger
+        from ..metering.guard import Scope
+        from ..metering.ledger import InMemoryLedger
 
         assert self._guard is not None and self._current is not None
         nodeid, marks = self._current
@@ -369,7 +370,7 @@ class CostguardSession:
         happened = self._guard is not None and (self._guard.records or self._guard.refusals)
         if not (happened or self.extra_records or self.extra_refusals or self.settings.reports or self.baseline):
             return  # no call, nothing asked for: an idle suite pays nothing here
-        from .report import RefusalInfo, build_report, write_report
+        from ..reports.model import RefusalInfo, build_report, write_report
 
         guard = self.guard
         refusals = [
@@ -395,7 +396,7 @@ class CostguardSession:
                 self.write_errors.append(f"--llm-report: cannot write {str(target)!r}: {exc.strerror or exc}")
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and (records or refusals):
-            from .report import render_markdown
+            from ..reports.model import render_markdown
 
             try:
                 with open(summary, "a", encoding="utf-8") as fh:
@@ -414,7 +415,7 @@ class CostguardSession:
         """Compare with --llm-baseline, putting the result into the report (JSON and Markdown)."""
         if self.baseline is None:
             return None
-        from .baseline import compare
+        from ..reports.baseline import compare
 
         settings = self.settings
         comparison = compare(
@@ -436,7 +437,7 @@ class CostguardSession:
         if report.get("backend") == "emulator":
             title += " - emulator, simulated costs"
         terminalreporter.write_sep("=", title)
-        from .report import terminal_lines
+        from ..reports.model import terminal_lines
 
         for line in terminal_lines(report):
             terminalreporter.write_line(line)
@@ -567,7 +568,7 @@ def llm_async_client() -> Any:
 @pytest.fixture(scope="session")
 def llm_emulator() -> Iterator[Any]:
     """A loopback Messages API emulator for the session; its `base_url` points a client at it."""
-    from .emulator import Emulator
+    from ..emulator import Emulator
 
     with Emulator() as emulator:
         yield emulator
@@ -577,7 +578,7 @@ class SessionPipeline:
     """The core `process` bound to a client metered by the session: call `.process(text)`."""
 
     def __init__(self, client: Any, config: Any) -> None:
-        from .tracking import CostTracker
+        from ..core.tracking import CostTracker
 
         self.client = client
         self.config = config
@@ -586,7 +587,7 @@ class SessionPipeline:
 
     def process(self, text: str, config: Any = None) -> Any:
         """Run `text` through route -> budget check -> call with retry and caching -> price; return the result."""
-        from .pipeline import process
+        from ..core.pipeline import process
 
         result, self.tracker = process(text, config or self.config, self.tracker, client=self.client)
         return result
@@ -595,6 +596,6 @@ class SessionPipeline:
 @pytest.fixture
 def llm_pipeline(llm_client: Any, request: pytest.FixtureRequest) -> SessionPipeline:
     """The library's `process()` bound to this session's metered client (config: `PipelineConfig()`)."""
-    from .pipeline import PipelineConfig
+    from ..core.pipeline import PipelineConfig
 
     return SessionPipeline(llm_client, PipelineConfig(tag=request.node.nodeid))

@@ -12,24 +12,10 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-from ._fast import positional_constructor
+from .._fast import positional_constructor
+from ..domain.money import to_decimal
 
 __all__ = ["CostRecord", "CostTracker", "to_decimal"]
-
-
-def to_decimal(value: Decimal | int | float | str, *, name: str = "amount") -> Decimal:
-    """Convert a dollar amount to a finite Decimal (floats via their shortest repr, never binary noise)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name}: {value!r} is not a dollar amount")
-    if isinstance(value, float):
-        value = repr(value)
-    try:
-        result = Decimal(value)
-    except Exception:
-        raise ValueError(f"{name}: {value!r} is not a dollar amount") from None
-    if not result.is_finite():
-        raise ValueError(f"{name}: {value!r} is not a finite dollar amount")
-    return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from .report import SCHEMA, ReportError, format_usd
+from ..domain.money import format_usd, usd_from_json, usd_to_json
+from .model import SCHEMA, ReportError
 
 __all__ = ["merge_reports", "merged_over_budget"]
 
@@ -29,27 +30,14 @@ _TOTAL_INTS = ("calls", "input_tokens", "output_tokens", "cache_read_input_token
                "cache_creation_input_tokens", "estimated_calls")
 
 
-def _usd(value: Any) -> Decimal:
-    if value is None:
-        return Decimal(0)
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise TypeError(f"{value!r} is not an amount")
-    return Decimal(str(value))
-
-
-def _num(amount: Decimal) -> float:
-    # As report.build_report writes money: 10 decimal places, far below a token's price.
-    return float(round(amount, 10))
-
-
 def _sum_totals(totals: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     cost = Decimal(0)
     counts = dict.fromkeys(_TOTAL_INTS, 0)
     for entry in totals:
-        cost += _usd(entry.get("cost_usd"))
+        cost += usd_from_json(entry.get("cost_usd"))
         for key in _TOTAL_INTS:
             counts[key] += int(entry.get(key, 0))
-    return {"cost_usd": _num(cost), **counts}
+    return {"cost_usd": usd_to_json(cost), **counts}
 
 
 def _agreed(reports: Sequence[Mapping[str, Any]], key: str) -> Any:
@@ -90,14 +78,14 @@ def merge_reports(
 
 
 def _check_figures(report: Mapping[str, Any]) -> None:
-    _usd(report["total_cost_usd"])
+    usd_from_json(report["total_cost_usd"])
     for entry in (*report["tests"], *report["calls"], *report.get("by_model", {}).values()):
-        _usd(entry["cost_usd"])
+        usd_from_json(entry["cost_usd"])
     _sum_totals(report["tests"])
     for key in ("budget_usd", "budget_per_test_usd"):
-        _usd(report.get(key))
+        usd_from_json(report.get(key))
     for key in ("routing_usd", "caching_usd", "total_usd"):
-        _usd(report.get("savings", {}).get(key))
+        usd_from_json(report.get("savings", {}).get(key))
     int(report.get("refused_calls", 0))
     int(report.get("failed_attempts", 0))
 
@@ -105,10 +93,10 @@ def _check_figures(report: Mapping[str, Any]) -> None:
 def _merge(
     reports: Sequence[Mapping[str, Any]], names: Sequence[str], budget: Decimal | None
 ) -> dict[str, Any]:
-    total = sum((_usd(r["total_cost_usd"]) for r in reports), Decimal(0))
+    total = sum((usd_from_json(r["total_cost_usd"]) for r in reports), Decimal(0))
     budgets = [r.get("budget_usd") for r in reports]
     if budget is None and all(b is not None for b in budgets):
-        budget = sum((_usd(b) for b in budgets), Decimal(0))
+        budget = sum((usd_from_json(b) for b in budgets), Decimal(0))
     per_test = _agreed(reports, "budget_per_test_usd")
     models: dict[str, list[Mapping[str, Any]]] = {}
     for report in reports:
@@ -121,7 +109,7 @@ def _merge(
     }
     exceeded = any(bool(r.get("budget_exceeded")) for r in reports) or (budget is not None and total > budget)
     savings = {
-        key: _num(sum((_usd(r.get("savings", {}).get(key)) for r in reports), Decimal(0)))
+        key: usd_to_json(sum((usd_from_json(r.get("savings", {}).get(key)) for r in reports), Decimal(0)))
         for key in ("routing_usd", "caching_usd", "total_usd")
     }
     return {
@@ -129,9 +117,9 @@ def _merge(
         "currency": reports[0].get("currency", "USD"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **labels,
-        "budget_usd": None if budget is None else _num(budget),
+        "budget_usd": None if budget is None else usd_to_json(budget),
         "budget_per_test_usd": per_test,
-        "total_cost_usd": _num(total),
+        "total_cost_usd": usd_to_json(total),
         "budget_exceeded": exceeded,
         "refused_calls": sum(int(r.get("refused_calls", 0)) for r in reports),
         "refusals": [refusal for r in reports for refusal in r.get("refusals", ())],
@@ -163,7 +151,7 @@ def merged_over_budget(merged: Mapping[str, Any]) -> list[str]:
         if shard["budget_exceeded"]
     ]
     budget = merged.get("budget_usd")
-    if budget is not None and _usd(merged["total_cost_usd"]) > _usd(budget):
+    if budget is not None and usd_from_json(merged["total_cost_usd"]) > usd_from_json(budget):
         reasons.append(
             f"the merged total {format_usd(merged['total_cost_usd'])} is over the budget {format_usd(budget)}"
         )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..guard import CostGuard
+    from ...metering.guard import CostGuard
 
 __all__ = ["install", "is_installed", "prepare", "uninstall"]
 
@@ -35,7 +35,7 @@ def _active_guard() -> CostGuard | None:
 
 def _shared_middleware() -> Any:
     """The one middleware instance every client of the current `anthropic` import carries."""
-    from .anthropic import _middleware_class
+    from .middleware import _middleware_class
 
     cls = _middleware_class()
     instance = _shared.get(cls)

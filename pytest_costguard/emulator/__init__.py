@@ -55,7 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any
 
-from .caching import DEFAULT_MINIMUMS, min_cacheable_tokens
+from ..core.caching import DEFAULT_MINIMUMS, min_cacheable_tokens
 
 __all__ = [
     "CACHE_MINIMUMS",
@@ -135,7 +135,7 @@ Clock = Callable[[], float]
 def _default_known_model(name: str) -> bool:
     """Return whether the default price book knows `name`."""
     # Imported here: pricing pulls genai-prices (slow), and the emulator must start fast.
-    from .pricing import default_price_book
+    from ..core.pricing import default_price_book
 
     return default_price_book().knows(name)
 

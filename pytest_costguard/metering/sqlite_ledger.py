@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .budget import BudgetExceededError
+from ..core.budget import BudgetExceededError
+from ..core.tracking import MONEY_FIELDS, RECORD_FIELDS, CostRecord
 from .ledger import Reservation
-from .tracking import MONEY_FIELDS, RECORD_FIELDS, CostRecord
 
 __all__ = [
     "LEDGER_SCHEMA",

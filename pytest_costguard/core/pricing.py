@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ._fast import positional_constructor
+from .._fast import positional_constructor
 
 __all__ = [
     "PriceBook",

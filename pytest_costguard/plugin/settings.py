@@ -7,56 +7,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
+
+from ..domain.money import MoneyError, format_usd, parse_percent, parse_usd
 
 if TYPE_CHECKING:
     # Imported when a setting needs them: a run that sets no routing and no prices (most runs, and every idle
     # one) never loads the pricing and routing modules at start-up.
-    from .pricing import PriceBook, PriceOverride
-    from .routing import RoutePolicy
+    from ..core.pricing import PriceBook, PriceOverride
+    from ..core.routing import RoutePolicy
 
-__all__ = ["Settings", "SettingsError", "format_usd", "parse_prices", "parse_usd", "resolve_settings"]
+__all__ = ["Settings", "SettingsError", "parse_prices", "resolve_settings"]
 
 CacheMode = Literal["off", "auto"]
 
 
 class SettingsError(ValueError):
     """A setting's value is not valid; the message names the setting and the value."""
-
-
-_MAX_USD = Decimal(1_000_000_000)
-
-
-def parse_usd(value: object, *, source: str) -> Decimal:
-    """Parse a non-negative, finite dollar amount ("2", "2.00", "$0.50")."""
-    text = str(value).strip()
-    try:
-        amount = Decimal(text.removeprefix("$").replace(",", "").replace("_", ""))
-    except (InvalidOperation, ValueError):
-        raise SettingsError(f"{source}: {text!r} is not a dollar amount (use e.g. 2.00)") from None
-    if not amount.is_finite():
-        raise SettingsError(f"{source}: {text!r} is not a finite dollar amount")
-    if amount < 0:
-        raise SettingsError(f"{source}: {text!r} is negative; a budget is 0 or more dollars")
-    if amount > _MAX_USD:
-        raise SettingsError(f"{source}: {text!r} is not a plausible dollar amount (at most {_MAX_USD:,})")
-    return amount
-
-
-def format_usd(amount: Decimal | float, *, limit: bool = False) -> str:
-    """Format dollars for people: cents for sums of a dollar or more, significant digits below.
-
-    `limit` marks an amount a person chose (a budget): shown in cents when it is a whole number of cents.
-    """
-    value = Decimal(str(amount))
-    if value == 0:
-        return "$0.00"
-    if abs(value) >= 1 or (limit and value == value.quantize(Decimal("0.01"))):
-        return f"${value:,.2f}"
-    if abs(value) >= Decimal("0.0001"):
-        return f"${value:.4f}"
-    return f"${value:.6f}"
 
 
 _PRICE_KEYS = {"input", "output", "cache_write", "cache_write_1h", "cache_read", "web_search_per_1k"}
@@ -67,7 +35,7 @@ def parse_prices(lines: Sequence[str], *, source: str) -> dict[str, PriceOverrid
 
     Prices are USD per million tokens (web searches per thousand).
     """
-    from .pricing import PriceOverride
+    from ..core.pricing import PriceOverride
 
     overrides: dict[str, PriceOverride] = {}
     for number, raw in enumerate(lines, start=1):
@@ -133,6 +101,13 @@ def _raw(get: Getter, name: str) -> tuple[str | None, str]:
 
 def resolve_settings(get: Getter) -> Settings:
     """Build `Settings` from raw values (CLI, else ini), validating each and naming its source on error."""
+    try:
+        return _resolve(get)
+    except MoneyError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _resolve(get: Getter) -> Settings:
     budget_raw, src = _raw(get, "llm_budget")
     budget = None if budget_raw is None else parse_usd(budget_raw, source=src)
     per_test_raw, src = _raw(get, "llm_budget_per_test")
@@ -143,7 +118,7 @@ def resolve_settings(get: Getter) -> Settings:
     map_raw, map_src = _raw(get, "llm_route_map")
     route = None
     if mode_raw is not None or cheap_raw is not None or map_raw is not None:
-        from .routing import RoutePolicy, RoutingConfig, parse_route_map, parse_route_mode
+        from ..core.routing import RoutePolicy, RoutingConfig, parse_route_map, parse_route_mode
 
         try:
             mode = parse_route_mode(mode_raw or "off", source=src)
@@ -161,7 +136,7 @@ def resolve_settings(get: Getter) -> Settings:
     prices_raw, prices_src = _raw(get, "llm_prices")
     prices = None
     if prices_raw is not None or route is not None:
-        from .pricing import PriceBook, UnknownModelPrice
+        from ..core.pricing import PriceBook, UnknownModelPrice
 
         prices = PriceBook(overrides=parse_prices((prices_raw or "").splitlines(), source=prices_src))
         # Every model routing can send to must have a price, or the budget could not bound its calls.
@@ -183,7 +158,7 @@ def resolve_settings(get: Getter) -> Settings:
 
     baseline_raw, _ = _raw(get, "llm_baseline")
     fail_raw, src = _raw(get, "llm_baseline_fail")
-    fail_pct = None if fail_raw is None else parse_usd(fail_raw.rstrip("%"), source=src)
+    fail_pct = None if fail_raw is None else parse_percent(fail_raw, source=src)
     floor_raw, src = _raw(get, "llm_baseline_floor")
     floor = Decimal("0.01") if floor_raw is None else parse_usd(floor_raw, source=src)
     ledger_raw, _ = _raw(get, "llm_ledger")
@@ -204,9 +179,9 @@ def resolve_settings(get: Getter) -> Settings:
 
 def describe(settings: Settings) -> str:
     """Return the one-line summary shown in pytest's report header."""
-    parts = [f"budget {format_usd(settings.budget, limit=True)}" if settings.budget is not None else "no budget"]
+    parts = [f"budget {format_usd(settings.budget)}" if settings.budget is not None else "no budget"]
     if settings.budget_per_test is not None:
-        parts.append(f"per test {format_usd(settings.budget_per_test, limit=True)}")
+        parts.append(f"per test {format_usd(settings.budget_per_test)}")
     route = settings.route
     if route is None:
         parts.append("route off")

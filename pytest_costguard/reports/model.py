@@ -15,8 +15,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from .settings import format_usd
-from .tracking import CostRecord
+from ..core.tracking import CostRecord
+from ..domain.money import format_usd, usd_to_json
 
 __all__ = [
     "SCHEMA",
@@ -36,11 +36,6 @@ _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "ca
 
 class ReportError(ValueError):
     """A report file that cannot be read or is not a pytest-costguard report."""
-
-
-def _num(amount: Decimal) -> float:
-    """Convert money to a JSON number at the edge, to 10 decimal places (far below a token's price)."""
-    return float(round(amount, 10))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +68,7 @@ def _add(totals: dict[str, Any], record: CostRecord) -> None:
 
 def _totals_json(totals: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "cost_usd": _num(totals["cost"]),
+        "cost_usd": usd_to_json(totals["cost"]),
         "calls": totals["calls"],
         **{f: totals[f] for f in _TOKEN_FIELDS},
         "estimated_calls": totals["estimated"],
@@ -91,7 +86,7 @@ def record_json(record: CostRecord) -> dict[str, Any]:
         "cache_read_input_tokens": record.cache_read_input_tokens,
         "cache_creation_input_tokens": record.cache_creation_input_tokens,
         "web_search_requests": record.web_search_requests,
-        "cost_usd": _num(record.cost_usd),
+        "cost_usd": usd_to_json(record.cost_usd),
         "streamed": record.streamed,
         "retries": record.retries,
         "estimated": record.estimated,
@@ -145,16 +140,16 @@ def build_report(
         "currency": "USD",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(dict(labels) if labels else {}),
-        "budget_usd": None if budget is None else _num(budget),
-        "budget_per_test_usd": None if budget_per_test is None else _num(budget_per_test),
-        "total_cost_usd": _num(total),
+        "budget_usd": None if budget is None else usd_to_json(budget),
+        "budget_per_test_usd": None if budget_per_test is None else usd_to_json(budget_per_test),
+        "total_cost_usd": usd_to_json(total),
         "budget_exceeded": bool(session_refusals),
         "refused_calls": len(refusals),
         "refusals": [
             {
                 "nodeid": r.nodeid,
                 "scope": r.scope,
-                "worst_case_usd": _num(r.worst_case_usd),
+                "worst_case_usd": usd_to_json(r.worst_case_usd),
                 "message": r.message,
             }
             for r in refusals
@@ -167,9 +162,9 @@ def build_report(
         "calls": calls,
         "by_model": {model: _totals_json(t) for model, t in sorted(by_model.items())},
         "savings": {
-            "routing_usd": _num(routing_saved),
-            "caching_usd": _num(caching_saved),
-            "total_usd": _num(routing_saved + caching_saved),
+            "routing_usd": usd_to_json(routing_saved),
+            "caching_usd": usd_to_json(caching_saved),
+            "total_usd": usd_to_json(routing_saved + caching_saved),
         },
     }
 
@@ -187,7 +182,7 @@ def budget_line(report: Mapping[str, Any]) -> str:
     if not budget:
         return f"{format_usd(total)} (no budget)"
     share = (Decimal(str(total)) * 100 / Decimal(str(budget))).quantize(Decimal("0.1"), ROUND_HALF_UP)
-    return f"{format_usd(total)} of {format_usd(budget, limit=True)}, {share}%"
+    return f"{format_usd(total)} of {format_usd(budget)}, {share}%"
 
 
 def _expensive(report: Mapping[str, Any], top: int) -> list[Mapping[str, Any]]:

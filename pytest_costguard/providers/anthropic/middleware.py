@@ -16,13 +16,13 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..pricing import Usage, usage_from_response
-from ._install import _getter, install, is_installed, prepare, uninstall
+from ...core.pricing import Usage, usage_from_response
+from .patch import _getter, install, is_installed, prepare, uninstall
 
 if TYPE_CHECKING:
     from anthropic import APIRequest
 
-    from ..guard import CostGuard, Ticket
+    from ...metering.guard import CostGuard, Ticket
 
 __all__ = ["SSEMeter", "install", "is_installed", "middleware_for", "prepare", "uninstall"]
 

@@ -11,16 +11,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .report import format_usd
+from ..domain.money import format_usd, usd_from_json
 
 __all__ = ["BaselineComparison", "CostChange", "compare"]
 
 TOTAL = "<total>"
 """The name of the whole run's change among per-test ones."""
-
-
-def _usd(value: Any) -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +161,7 @@ def _test_costs(report: Mapping[str, Any]) -> dict[str, Decimal]:
     costs: dict[str, Decimal] = {}
     for test in report.get("tests", ()):
         nodeid = str(test["nodeid"])
-        costs[nodeid] = costs.get(nodeid, Decimal(0)) + _usd(test.get("cost_usd"))
+        costs[nodeid] = costs.get(nodeid, Decimal(0)) + usd_from_json(test.get("cost_usd"))
     return costs
 
 
@@ -183,7 +179,9 @@ def compare(
     """
     now, before = _test_costs(current), _test_costs(baseline)
     common = [CostChange(nodeid, before[nodeid], cost) for nodeid, cost in now.items() if nodeid in before]
-    total = CostChange(TOTAL, _usd(baseline.get("total_cost_usd")), _usd(current.get("total_cost_usd")))
+    total = CostChange(
+        TOTAL, usd_from_json(baseline.get("total_cost_usd")), usd_from_json(current.get("total_cost_usd"))
+    )
     increases = sorted((c for c in common if c.delta_usd > 0), key=lambda c: (-c.delta_usd, c.name))
     decreases = sorted((c for c in common if c.delta_usd < 0), key=lambda c: (c.delta_usd, c.name))
     failures: list[CostChange] = []

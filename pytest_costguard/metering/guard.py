@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from .budget import BudgetExceededError, worst_case_from_rates
-from .caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
+from ..core.budget import BudgetExceededError, worst_case_from_rates
+from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
+from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
+from ..core.routing import RoutePolicy
+from ..core.tracking import CostRecord, make_record
 from .ledger import InMemoryLedger, Ledger, Reservation
-from .pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
-from .routing import RoutePolicy
-from .tracking import CostRecord, make_record
 
 __all__ = ["CostGuard", "GuardConfig", "Refusal", "Scope", "Ticket"]
 
