@@ -59,7 +59,7 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
     """Print (and write) the cost report of a ledger, e.g. one a killed run left, or of a JSON report."""
     from .domain.money import format_usd
     from .metering.sqlite_ledger import LedgerError, read_ledger
-    from .reports.model import RefusalInfo, ReportError, build_report, load_report, terminal_lines
+    from .reports.model import ReportError, build_report, load_report, terminal_lines
 
     source: str = args.source
     try:
@@ -77,7 +77,7 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
                 ledger.records,
                 {},
                 budget=ledger.limit,
-                refusals=[RefusalInfo(r.tag, r.scope, r.amount, r.message) for r in ledger.refusals],
+                refusals=list(ledger.refusals),
                 labels={
                     "ledger": {
                         "path": source,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pytest_costguard import cli
 from pytest_costguard.core.budget import BudgetExceededError
-from pytest_costguard.core.tracking import CostRecord
+from pytest_costguard.domain.records import CostRecord
 from pytest_costguard.metering.ledger import InMemoryLedger
 from pytest_costguard.metering.sqlite_ledger import UNKNOWN_MODEL, LedgerError, SqliteLedger, read_ledger
 
@@ -130,7 +130,7 @@ def test_refusals_and_reservations_carry_the_running_test(path: Path) -> None:
     with pytest.raises(BudgetExceededError) as refused:
         ledger.reserve(D("0.20"))
     (refusal,) = ledger.refusals()
-    assert (refusal.tag, refusal.scope, refusal.amount, refusal.worker) == (
+    assert (refusal.tag, refusal.scope, refusal.worst_case_usd, refusal.worker) == (
         "tests/test_a.py::test_one",
         "session",
         D("0.20"),

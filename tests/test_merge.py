@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_costguard import cli
-from pytest_costguard.core.tracking import CostRecord
+from pytest_costguard.domain.records import CostRecord
 from pytest_costguard.reports.merge import merge_reports
 from pytest_costguard.reports.model import RefusalInfo, ReportError, build_report, load_report, write_report
 

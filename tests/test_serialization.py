@@ -8,9 +8,10 @@ from dataclasses import fields
 from decimal import Decimal
 from pathlib import Path
 
-from pytest_costguard.core.tracking import RECORD_FIELDS, CostRecord
+from pytest_costguard.domain.records import RECORD_FIELDS, CostRecord
+from pytest_costguard.domain.records import record_from_dict as record_from_json
+from pytest_costguard.domain.records import record_to_dict as record_to_json
 from pytest_costguard.metering.sqlite_ledger import SqliteLedger
-from pytest_costguard.plugin.xdist import record_from_json, record_to_json
 
 FULL = CostRecord(
     model="claude-haiku-4-5",

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from pytest_costguard import cli
 from pytest_costguard.core.budget import BudgetExceededError
-from pytest_costguard.core.tracking import CostRecord
+from pytest_costguard.domain.records import CostRecord
 from pytest_costguard.metering.sqlite_ledger import LEDGER_VERSION, LedgerError, SqliteLedger, read_ledger
 
 D = Decimal
@@ -286,7 +286,7 @@ def test_a_version_1_ledger_is_read_as_before(v1_ledger: Path, capsys: pytest.Ca
         D("0.3"),
     )
     assert [(r.tag, r.cost_usd) for r in snapshot.records] == [("t.py::test_a", D("0.125"))]
-    assert [(r.tag, r.amount) for r in snapshot.refusals] == [("t.py::test_c", D(2))]
+    assert [(r.tag, r.worst_case_usd) for r in snapshot.refusals] == [("t.py::test_c", D(2))]
     assert cli.main(["report", str(v1_ledger)]) == 0
     out = capsys.readouterr().out
     assert "budget used: $0.125 of $1.00, 12.5%" in out

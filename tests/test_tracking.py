@@ -64,38 +64,3 @@ def test_a_hundred_thousand_adds_keep_an_exact_total() -> None:
     assert tracker.total_cost == Decimal("100.000")
 
 
-@given(records, st.text(max_size=20) | st.none(), st.booleans(), st.integers(0, 5))
-def test_the_fast_record_constructor_builds_the_same_frozen_record(record, tag, streamed, retries) -> None:
-    import dataclasses
-
-    import pytest
-
-    from pytest_costguard.core.tracking import make_record
-
-    values = {**{f.name: getattr(record, f.name) for f in dataclasses.fields(CostRecord)}, "tag": tag}
-    values.update(streamed=streamed, retries=retries, reserved_usd=record.cost_usd * 2)
-    fast = make_record(**values)
-    assert type(fast) is CostRecord
-    assert fast == CostRecord(**values)
-    assert hash(fast) == hash(CostRecord(**values))
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fast.cost_usd = Decimal(0)  # type: ignore[misc]
-
-
-def test_the_fast_constructor_needs_every_field_and_a_slotted_dataclass() -> None:
-    import dataclasses
-
-    import pytest
-
-    from pytest_costguard._fast import positional_constructor
-    from pytest_costguard.core.tracking import make_record
-
-    with pytest.raises(TypeError):
-        make_record(model="m", input_tokens=1)  # a field left out is an error, never a silent default
-
-    @dataclasses.dataclass(frozen=True)
-    class NoSlots:
-        a: int
-
-    with pytest.raises(TypeError, match="slotted"):
-        positional_constructor(NoSlots)

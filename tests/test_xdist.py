@@ -15,7 +15,7 @@ import pytest
 
 from pytest_costguard import cli
 from pytest_costguard.core.pricing import Usage, default_price_book
-from pytest_costguard.core.tracking import CostRecord
+from pytest_costguard.domain.records import CostRecord
 from pytest_costguard.plugin.xdist import record_from_json, record_to_json
 
 pytest.importorskip("xdist")

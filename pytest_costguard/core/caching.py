@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from ..domain.models import lookup_model_family
+from ..domain.request import MAX_BREAKPOINTS, breakpoint_ttls, content_blocks, count_breakpoints, system_text
+
 __all__ = [
     "DEFAULT_MINIMUMS",
     "MAX_BREAKPOINTS",
@@ -27,20 +30,17 @@ __all__ = [
 ]
 
 CacheTTL = Literal["5m", "1h"]
-MAX_BREAKPOINTS = 4
-"""The API rejects a request with more `cache_control` breakpoints than this."""
 
 _TTL_RANK: Mapping[str, int] = MappingProxyType({"5m": 0, "1h": 1})
-_NAME_BOUNDARY = frozenset("-@:")
 
 
 @dataclass(frozen=True, slots=True)
 class CacheMinimums(Mapping[str, int]):
     """Minimum cacheable prompt length, in tokens, by model-name prefix; the longest matching prefix wins.
 
-    A prefix matches a model named exactly so or continuing after a `-`, `@` or `:` (`claude-opus-4-7`
-    matches `claude-opus-4-7-20260101` and `claude-opus-4-7@20260101`, not `claude-opus-4-70`). Provider
-    prefixes such as Bedrock's `us.anthropic.` are skipped, and dots read as dashes (`claude-opus-4.7`).
+    Matched by `domain.models.lookup_model_family`: a prefix matches the model id it names and every id that
+    continues it after a dash (`claude-opus-4-7` matches `claude-opus-4-7-20260101`, `claude-opus-4-7@20260101`,
+    Bedrock's `us.anthropic.claude-opus-4-7-v1:0` and `claude-opus-4.7`, not `claude-opus-4-70`).
     """
 
     by_prefix: Mapping[str, int]
@@ -77,20 +77,8 @@ class CacheMinimums(Mapping[str, int]):
 
     def for_model(self, model: str) -> int:
         """Return the minimum cacheable prompt length of `model`, in tokens."""
-        for name in _name_variants(model):
-            for prefix, minimum in self._longest_first:
-                if name == prefix or (name.startswith(prefix) and name[len(prefix)] in _NAME_BOUNDARY):
-                    return minimum
-        return self.default
-
-
-def _name_variants(model: str) -> list[str]:
-    names = [model]
-    start = model.find("claude-")
-    if start > 0:
-        names.append(model[start:])
-    names.extend(name.replace(".", "-") for name in list(names) if "." in name)
-    return names
+        found = lookup_model_family(self._longest_first, model)
+        return self.default if found is None else found
 
 
 DEFAULT_MINIMUMS = CacheMinimums(
@@ -181,51 +169,6 @@ def build_cached_messages(
     return kwargs
 
 
-def _blocks(value: Any) -> list[Mapping[str, Any]]:
-    return [block for block in value if isinstance(block, Mapping)] if isinstance(value, list) else []
-
-
-def _message_blocks(body: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    """Yield every content block of the messages, tool-result content blocks included, in prompt order."""
-    for message in _blocks(body.get("messages")):
-        for block in _blocks(message.get("content")):
-            yield block
-            if block.get("type") == "tool_result":
-                yield from _blocks(block.get("content"))
-
-
-def _breakpoint_ttls(blocks: Iterator[Mapping[str, Any]] | list[Mapping[str, Any]]) -> list[str]:
-    ttls = []
-    for block in blocks:
-        control = block.get("cache_control")
-        if isinstance(control, Mapping):
-            ttl = control.get("ttl")
-            ttls.append(ttl if isinstance(ttl, str) else "5m")
-    return ttls
-
-
-def count_breakpoints(body: Mapping[str, Any]) -> int:
-    """Count the cache breakpoints a request body sets, of the 4 the API allows.
-
-    Counts `cache_control` on tools, system blocks, message content blocks (and the blocks inside tool
-    results), plus a top-level `cache_control` (automatic caching).
-    """
-    return (
-        len(_breakpoint_ttls(_blocks(body.get("tools"))))
-        + len(_breakpoint_ttls(_blocks(body.get("system"))))
-        + len(_breakpoint_ttls(_message_blocks(body)))
-        + (1 if isinstance(body.get("cache_control"), Mapping) else 0)
-    )
-
-
-def _system_text(system: Any) -> str | None:
-    if isinstance(system, str):
-        return system
-    if not isinstance(system, list) or not system or not all(isinstance(b, Mapping) for b in system):
-        return None
-    return "".join(b["text"] for b in system if b.get("type") == "text" and isinstance(b.get("text"), str))
-
-
 def _fitting_ttl(wanted: str, earlier: list[str], later: list[str]) -> str | None:
     """Return `wanted` or else the other TTL, whichever keeps longer TTLs first; None if neither does."""
     for ttl in (wanted, *(other for other in _TTL_RANK if other != wanted)):
@@ -260,20 +203,20 @@ def mark_system_prompt_cacheable(
     _check_ttl(ttl)
     model = body.get("model")
     system = body.get("system")
-    text = _system_text(system)
+    text = system_text(system)
     if not isinstance(model, str) or not text:
         return None
     if isinstance(body.get("cache_control"), Mapping) or count_breakpoints(body) >= MAX_BREAKPOINTS:
         return None
-    system_blocks = _blocks(system)
-    if _breakpoint_ttls(system_blocks):
+    system_blocks = content_blocks(system)
+    if breakpoint_ttls(body, "system"):
         return None
     if estimate_tokens(text) < min_cacheable_tokens(model, _as_minimums(minimums)):
         return None
     chosen = _fitting_ttl(
         ttl or "5m",
-        earlier=_breakpoint_ttls(_blocks(body.get("tools"))),
-        later=_breakpoint_ttls(_message_blocks(body)),
+        earlier=breakpoint_ttls(body, "tools"),
+        later=breakpoint_ttls(body, "messages"),
     )
     if chosen is None:
         return None

@@ -1,22 +1,28 @@
-"""The seed's composed pipeline: route, check the budget, call with retry and caching, price, track.
+"""The seed's composed pipeline: route, reserve the worst case, call with retry and caching, settle, track.
 
 `process` is immutable in the seed's sense: it returns the new tracker beside the result and never changes
-the one it was given. It works with `anthropic.Anthropic` (`process`) and `anthropic.AsyncAnthropic`
-(`aprocess`); the SDK's own retries are turned off for the call so that only the narrow policy retries.
+the one it was given. Its budget is the guard's: the call's worst case is reserved before it is sent (by a
+`CostGuard` over the tracker's remaining budget, or by the guard passed in), and its record is the guard's
+own, priced by the same price book. Under the pytest plugin the session's guard meters it once.
+It works with `anthropic.Anthropic` (`process`) and `anthropic.AsyncAnthropic` (`aprocess`); the SDK's own
+retries are turned off for the call so that only the narrow policy retries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
-from .budget import BudgetExceededError, worst_case_cost
+from ..domain.records import CostRecord
 from .caching import DEFAULT_MINIMUMS, CacheTTL, build_cached_messages
-from .pricing import PriceBook, default_price_book, usage_from_response
+from .pricing import PriceBook, default_price_book
 from .retry import DEFAULT_RETRY, RetryPolicy, acall_with_retry, call_with_retry
 from .routing import DEFAULT_ROUTING, RoutingConfig, decide_model
-from .tracking import CostRecord, CostTracker
+from .tracking import CostTracker
+
+if TYPE_CHECKING:
+    from ..metering.guard import CostGuard
 
 __all__ = ["PipelineConfig", "PipelineResult", "aprocess", "process"]
 
@@ -59,76 +65,81 @@ class PipelineResult:
     """What the call cost."""
 
 
-def _prepare(text: str, config: PipelineConfig, tracker: CostTracker) -> tuple[dict[str, Any], str]:
-    decision = decide_model(len(text), config.item_count, config.force_model, config=config.routing)
-    request: dict[str, Any] = {
-        "model": decision.model,
+def _request(text: str, config: PipelineConfig) -> dict[str, Any]:
+    model = decide_model(len(text), config.item_count, config.force_model, config=config.routing).model
+    return {
+        "model": model,
         "max_tokens": config.max_tokens,
         **build_cached_messages(
-            config.system_prompt,
-            text,
-            model=decision.model,
-            ttl=config.cache_ttl,
-            minimums=config.cache_minimums,
+            config.system_prompt, text, model=model, ttl=config.cache_ttl, minimums=config.cache_minimums
         ),
     }
-    worst = worst_case_cost(request, config.prices)
-    limit = tracker.budget_limit
-    if limit is not None and tracker.total_cost + worst > limit:
-        raise BudgetExceededError(tracker.total_cost, limit, worst)
-    return request, decision.model
+
+
+def _metered(
+    client: Any, config: PipelineConfig, tracker: CostTracker, guard: CostGuard | None
+) -> tuple[Any, CostGuard]:
+    """The client to call through (one attempt per call) and the guard metering it: `guard`, which already
+    meters the client (the pytest session's), or a new guard over the tracker's budget."""
+    once = client.with_options(max_retries=0)
+    if guard is not None:
+        return once, guard
+    from ..metering.guard import CostGuard, GuardConfig
+    from ..metering.ledger import InMemoryLedger
+    from ..providers.anthropic.middleware import middleware_for
+
+    ledger = InMemoryLedger(limit=tracker.budget_limit, scope="pipeline", spent_before=tracker.total_cost)
+    own = CostGuard(GuardConfig(prices=config.prices), ledger)
+    return once.with_middleware(middleware_for(own)), own
 
 
 def _finish(
-    message: Any, model: str, retries: int, config: PipelineConfig, tracker: CostTracker
+    message: Any, records: list[CostRecord], retries: int, config: PipelineConfig, tracker: CostTracker
 ) -> tuple[PipelineResult, CostTracker]:
-    usage = usage_from_response(message.usage.model_dump() if message.usage is not None else None)
-    billed = message.model or model
-    record = CostRecord(
-        model=billed,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cost_usd=config.prices.cost(usage, billed),
-        requested_model=model,
-        cache_creation_input_tokens=usage.cache_creation_input_tokens,
-        cache_read_input_tokens=usage.cache_read_input_tokens,
-        web_search_requests=usage.web_search_requests,
-        tag=config.tag,
-        retries=retries,
-    )
+    tag = config.tag if config.tag is not None else records[-1].tag
+    records = [*records[:-1], replace(records[-1], retries=retries)]
+    records = [replace(record, tag=tag) for record in records]
+    for record in records:  # an attempt that timed out after sending is charged too, before the one that answered
+        tracker = tracker.add(record)
     text = "".join(getattr(block, "text", "") for block in message.content)
-    return PipelineResult(text, message, record), tracker.add(record)
+    return PipelineResult(text, message, records[-1]), tracker
 
 
 def process(
-    text: str, config: PipelineConfig, tracker: CostTracker, *, client: Any
+    text: str, config: PipelineConfig, tracker: CostTracker, *, client: Any, guard: CostGuard | None = None
 ) -> tuple[PipelineResult, CostTracker]:
     """Run one text through the pipeline with a sync `anthropic.Anthropic` client.
 
     Raises `BudgetExceededError` before anything is sent when the call's worst case does not fit the
-    tracker's budget; non-transient API errors propagate at once.
+    tracker's budget (or `guard`'s); non-transient API errors propagate at once.
     """
-    request, model = _prepare(text, config, tracker)
+    from ..metering.scope import collecting
+
+    request = _request(text, config)
+    metered, guard = _metered(client, config, tracker, guard)
     retries: list[int] = []
-    once = client.with_options(max_retries=0)
-    message = call_with_retry(
-        lambda: once.messages.create(**request),
-        policy=config.retry,
-        on_retry=lambda attempt, exc, delay: retries.append(attempt),
-    )
-    return _finish(message, model, len(retries), config, tracker)
+    with collecting(guard) as records:
+        message = call_with_retry(
+            lambda: metered.messages.create(**request),
+            policy=config.retry,
+            on_retry=lambda attempt, exc, delay: retries.append(attempt),
+        )
+    return _finish(message, records, len(retries), config, tracker)
 
 
 async def aprocess(
-    text: str, config: PipelineConfig, tracker: CostTracker, *, client: Any
+    text: str, config: PipelineConfig, tracker: CostTracker, *, client: Any, guard: CostGuard | None = None
 ) -> tuple[PipelineResult, CostTracker]:
     """Run one text through the pipeline with an `anthropic.AsyncAnthropic` client."""
-    request, model = _prepare(text, config, tracker)
+    from ..metering.scope import collecting
+
+    request = _request(text, config)
+    metered, guard = _metered(client, config, tracker, guard)
     retries: list[int] = []
-    once = client.with_options(max_retries=0)
-    message = await acall_with_retry(
-        lambda: once.messages.create(**request),
-        policy=config.retry,
-        on_retry=lambda attempt, exc, delay: retries.append(attempt),
-    )
-    return _finish(message, model, len(retries), config, tracker)
+    with collecting(guard) as records:
+        message = await acall_with_retry(
+            lambda: metered.messages.create(**request),
+            policy=config.retry,
+            on_retry=lambda attempt, exc, delay: retries.append(attempt),
+        )
+    return _finish(message, records, len(retries), config, tracker)

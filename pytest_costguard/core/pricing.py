@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .._fast import positional_constructor
+from ..domain.models import canonical_model, lookup_model
+from ..domain.records import Usage, usage_from_response
 
 __all__ = [
     "PriceBook",
@@ -39,77 +40,6 @@ class UnknownModelPrice(LookupError):
             f"no price known for model {model!r}: genai-prices does not list it; "
             f"configure one (llm_prices in pytest.ini, or PriceBook(overrides={{{model!r}: PriceOverride(...)}}))"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts of one Messages response, in the API's own terms."""
-
-    input_tokens: int = 0
-    """Uncached input tokens only (the API's `usage.input_tokens`)."""
-    output_tokens: int = 0
-    """Output tokens, thinking included."""
-    cache_write_5m_tokens: int = 0
-    """Input tokens written to the 5-minute cache."""
-    cache_write_1h_tokens: int = 0
-    """Input tokens written to the 1-hour cache."""
-    cache_read_input_tokens: int = 0
-    """Input tokens read from the cache."""
-    web_search_requests: int = 0
-    """Server-side web searches performed."""
-    batch: bool = False
-    """Billed at the Message Batches tier (`service_tier == "batch"`)."""
-    fast: bool = False
-    """Billed at fast-mode prices (`speed == "fast"`)."""
-
-    @property
-    def cache_creation_input_tokens(self) -> int:
-        """All cache writes, whatever their TTL."""
-        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
-
-    @property
-    def total_input_tokens(self) -> int:
-        """Every input token the request was billed for: uncached, written and read."""
-        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
-
-
-def _int(value: Any) -> int:
-    if type(value) is int:
-        return value if value > 0 else 0
-    return int(value) if isinstance(value, (int, float)) and value > 0 else 0
-
-
-def usage_from_response(usage: Mapping[str, Any] | None) -> Usage:
-    """Build a `Usage` from a Messages response's `usage` object (a dict, as in the JSON body)."""
-    if not usage:
-        return Usage()
-    get = usage.get
-    creation_total = _int(get("cache_creation_input_tokens"))
-    write_5m = write_1h = 0
-    split = get("cache_creation")
-    if split and isinstance(split, (dict, Mapping)):
-        write_1h = _int(split.get("ephemeral_1h_input_tokens"))
-        write_5m = _int(split.get("ephemeral_5m_input_tokens"))
-    if write_5m + write_1h < creation_total:
-        # Older responses carry only the total: those writes were 5-minute writes.
-        write_5m = creation_total - write_1h
-    server_tools = get("server_tool_use")
-    searches = 0
-    if server_tools and isinstance(server_tools, (dict, Mapping)):
-        searches = _int(server_tools.get("web_search_requests"))
-    return _make_usage(
-        _int(get("input_tokens")),
-        _int(get("output_tokens")),
-        write_5m,
-        write_1h,
-        _int(get("cache_read_input_tokens")),
-        searches,
-        get("service_tier") == "batch",
-        get("speed") == "fast",
-    )
-
-
-_make_usage = positional_constructor(Usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,15 +152,20 @@ def _rates_from_genai_prices(model: str, *, batch: bool, fast: bool) -> Rates:
         context["processing"] = "batch"
     if fast:
         context["speed"] = "fast"
-    try:
-        calc = genai_prices.calc_price(
-            genai_prices.Usage(input_tokens=0, output_tokens=0),
-            model_ref=model,
-            provider_id="anthropic",
-            price_context=context or None,
-        )
-    except LookupError:
-        raise UnknownModelPrice(model) from None
+    calc = None
+    for name in dict.fromkeys((model, canonical_model(model))):
+        try:
+            calc = genai_prices.calc_price(
+                genai_prices.Usage(input_tokens=0, output_tokens=0),
+                model_ref=name,
+                provider_id="anthropic",
+                price_context=context or None,
+            )
+            break
+        except LookupError:
+            continue
+    if calc is None:
+        raise UnknownModelPrice(model)
     price = calc.model_price
     input_rate = _rate(getattr(price, "input_mtok", None))
     write_5m = getattr(price, "cache_write_mtok", None)
@@ -255,7 +190,8 @@ def _rates_from_genai_prices(model: str, *, batch: bool, fast: bool) -> Rates:
 class PriceBook:
     """Resolve models to `Rates`: the user's overrides first, then genai-prices; cached per model and tier.
 
-    Overrides match a model exactly or as a prefix of a dated name (`claude-x` matches `claude-x-20260101`).
+    Overrides are found by model id (`domain.models.lookup_model`): `claude-x` covers `claude-x-20260101`, its
+    Vertex and Bedrock names. genai-prices is asked for the name as given, then for its model id.
     """
 
     overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
@@ -263,21 +199,13 @@ class PriceBook:
     _cache: dict[tuple[str, bool, bool], Rates] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def _override_for(self, model: str) -> PriceOverride | None:
-        if model in self.overrides:
-            return self.overrides[model]
-        for name, override in self.overrides.items():
-            if model.startswith(name + "-") or model.startswith(name + "@"):
-                return override
-        return None
-
     def rates(self, model: str, *, batch: bool = False, fast: bool = False) -> Rates:
         """Return the rates for `model`; raise `UnknownModelPrice` when none is known."""
         key = (model, batch, fast)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        override = self._override_for(model)
+        override = lookup_model(self.overrides, model)
         if override is not None:
             rates = override.rates(model)
             if batch:

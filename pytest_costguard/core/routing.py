@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from ..domain.models import family_tier, lookup_model
+from ..domain.request import request_size
+
 __all__ = [
     "DEFAULT_ROUTING",
     "ROUTE_MODES",
@@ -34,16 +37,6 @@ logger = logging.getLogger(__name__)
 
 RouteMode = Literal["off", "cheap", "auto"]
 ROUTE_MODES: tuple[RouteMode, ...] = ("off", "cheap", "auto")
-
-# Price tiers of Claude model families. Within every Claude generation a haiku is cheaper than a sonnet,
-# which is cheaper than an opus, which is cheaper than fable/mythos; across generations the order of the
-# families still holds (the most expensive haiku, 4.5 at $1/$5, is under the cheapest sonnet, 5 at $2/$10).
-# Auto routing compares these tiers so that it can only ever downgrade.
-_FAMILY_TIERS: Mapping[str, int] = MappingProxyType(
-    {"haiku": 0, "sonnet": 1, "opus": 2, "fable": 3, "mythos": 3}
-)
-_DATED_SUFFIX = re.compile(r"[-@]\d{8}")
-
 
 @dataclass(frozen=True, slots=True)
 class RoutingConfig:
@@ -142,64 +135,10 @@ def select_model(
     return decision.model
 
 
-def _block_text(block: Any) -> int:
-    """Count the characters of text in a content block, tool results and plain-text documents included."""
-    if isinstance(block, str):
-        return len(block)
-    if not isinstance(block, Mapping):
-        return 0
-    kind = block.get("type")
-    if kind == "text":
-        text = block.get("text")
-        return len(text) if isinstance(text, str) else 0
-    if kind == "tool_result":
-        return _content_text(block.get("content"))
-    if kind == "document":
-        source = block.get("source")
-        if isinstance(source, Mapping) and source.get("type") == "text":
-            data = source.get("data")
-            return len(data) if isinstance(data, str) else 0
-    return 0
-
-
-def _content_text(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        return sum(_block_text(block) for block in content)
-    return 0
-
-
-def request_size(body: Mapping[str, Any]) -> tuple[int, int]:
-    """Return (text_length, item_count) of a Messages request body.
-
-    Text is every character in `system` and in the messages' content: strings, text blocks, and the text
-    inside tool results and plain-text documents (a large tool result makes a task complex just as a large
-    prompt does; counting it errs towards keeping the requested model). Items are the messages.
-    Malformed parts count as zero rather than raising: the plugin routes arbitrary bodies.
-    """
-    text_length = _content_text(body.get("system"))
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return text_length, 0
-    for message in messages:
-        if isinstance(message, Mapping):
-            text_length += _content_text(message.get("content"))
-    return text_length, len(messages)
-
-
-def _family_tier(model: str) -> int | None:
-    for part in re.split(r"[-.@:/_]", model.lower()):
-        tier = _FAMILY_TIERS.get(part)
-        if tier is not None:
-            return tier
-    return None
-
-
 def _is_downgrade(requested: str, cheap: str) -> bool:
     """Return whether `cheap` is certainly cheaper than `requested` (unknown families: not certain)."""
-    requested_tier = _family_tier(requested)
-    cheap_tier = _family_tier(cheap)
+    requested_tier = family_tier(requested)
+    cheap_tier = family_tier(cheap)
     return requested_tier is not None and cheap_tier is not None and cheap_tier < requested_tier
 
 
@@ -233,16 +172,6 @@ class RoutePolicy:
         """Whether every request is sent to the model it asks for (unless a test pins one)."""
         return self.mode == "off" and not self.route_map
 
-    def _mapped(self, requested_model: str) -> tuple[str, str] | None:
-        sent = self.route_map.get(requested_model)
-        if sent is not None:
-            return requested_model, sent
-        for key, sent in self.route_map.items():
-            rest = requested_model[len(key) :]
-            if requested_model.startswith(key) and _DATED_SUFFIX.fullmatch(rest):
-                return key, sent
-        return None
-
     def route(
         self, requested_model: str, body: Mapping[str, Any], *, pinned: str | None = None
     ) -> RoutingDecision:
@@ -255,10 +184,9 @@ class RoutePolicy:
         """
         if pinned is not None:
             return RoutingDecision(pinned, f"pinned to {pinned!r} by the test", "pinned")
-        mapped = self._mapped(requested_model)
-        if mapped is not None:
-            key, sent = mapped
-            return RoutingDecision(sent, f"route_map sends {key!r} to {sent!r}", "route_map")
+        sent = lookup_model(self.route_map, requested_model)
+        if sent is not None:
+            return RoutingDecision(sent, f"route_map sends {requested_model!r} to {sent!r}", "route_map")
         if self.mode == "off":
             return RoutingDecision(requested_model, "routing is off: requested model kept", "off")
         cheap = self.config.cheap_model

@@ -8,63 +8,14 @@ and carry their running total.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .._fast import positional_constructor
 from ..domain.money import to_decimal
+from ..domain.records import CostRecord
 
 __all__ = ["CostRecord", "CostTracker", "to_decimal"]
-
-
-@dataclass(frozen=True, slots=True)
-class CostRecord:
-    """What one billed LLM call cost."""
-
-    model: str
-    """The model that billed the call (the response's `model`)."""
-    input_tokens: int
-    """Uncached input tokens."""
-    output_tokens: int
-    """Output tokens."""
-    cost_usd: Decimal
-    """Exact cost in USD."""
-    requested_model: str | None = None
-    """The model the caller asked for, before routing (None when it was not routed)."""
-    cache_creation_input_tokens: int = 0
-    """Input tokens written to the prompt cache."""
-    cache_read_input_tokens: int = 0
-    """Input tokens read from the prompt cache."""
-    web_search_requests: int = 0
-    """Server-side web searches."""
-    tag: str | None = None
-    """What the caller attached: for the pytest plugin, the test's node id."""
-    streamed: bool = False
-    """The response was streamed (SSE)."""
-    retries: int = 0
-    """HTTP attempts that failed before this one."""
-    estimated: bool = False
-    """The usage was incomplete (a stream cut short, a body without usage): cost is a conservative bound."""
-    cost_at_requested_usd: Decimal | None = None
-    """What the same usage would have cost at the requested model (for routing savings)."""
-    cost_uncached_usd: Decimal | None = None
-    """What the same tokens would have cost with no prompt caching (for caching savings)."""
-    reserved_usd: Decimal | None = None
-    """The worst case reserved before sending: a real cost above it means the bound's assumptions failed."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.cost_usd, Decimal):
-            object.__setattr__(self, "cost_usd", to_decimal(self.cost_usd, name="cost_usd"))
-
-    @property
-    def total_input_tokens(self) -> int:
-        """All input tokens: uncached, written and read."""
-        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
-
-
-make_record = positional_constructor(CostRecord)
-"""Build a `CostRecord` from trusted values (all fields, no conversion): the guard makes one per call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +89,3 @@ class CostTracker:
 
     def __hash__(self) -> int:
         return hash((self.budget_limit, self.total_cost, self.count))
-
-
-RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CostRecord))
-"""Every field of a `CostRecord`, in order: what serializers must carry."""
-MONEY_FIELDS: frozenset[str] = frozenset(f.name for f in fields(CostRecord) if "Decimal" in str(f.type))
-"""The `CostRecord` fields holding USD amounts (Decimal): serialized as text, never as floats."""

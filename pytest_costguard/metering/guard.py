@@ -17,12 +17,11 @@ from ..core.budget import BudgetExceededError, worst_case_from_rates
 from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
 from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
 from ..core.routing import RoutePolicy
-from ..core.tracking import CostRecord, make_record
+from ..domain.records import CostRecord, Refusal
 from .ledger import InMemoryLedger, Ledger, Reservation
+from .scope import SESSION, Scope, current_scope, deliver
 
-__all__ = ["CostGuard", "GuardConfig", "Refusal", "Scope", "Ticket"]
-
-Bound = Callable[[Mapping[str, Any], Rates], Decimal]
+__all__ = ["CostGuard", "GuardConfig", "Refusal", "Ticket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,32 +36,6 @@ class GuardConfig:
     """Minimum cacheable prompt length per model."""
     prices: PriceBook = field(default_factory=default_price_book)
     """Where prices come from."""
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """Who is spending now: a test (its node id and own budget) or the session."""
-
-    tag: str | None = None
-    """The node id of the running test; None outside tests."""
-    ledger: InMemoryLedger | None = None
-    """The test's own budget, when it has one."""
-    pinned_model: str | None = None
-    """A model the test pinned: routing never changes it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A call the guard refused."""
-
-    tag: str | None
-    """The test that made it."""
-    scope: str
-    """Which budget refused it: "session" or "test <nodeid>"."""
-    amount: Decimal
-    """Its worst-case cost."""
-    message: str
-    """The refusal as the caller saw it."""
 
 
 @dataclass(slots=True)
@@ -89,10 +62,15 @@ class CostGuard:
     def __init__(self, config: GuardConfig | None = None, ledger: Ledger | None = None) -> None:
         self.config = config or GuardConfig()
         self.ledger: Ledger = ledger if ledger is not None else InMemoryLedger()
-        self.scope = Scope()
+        self.fallback_scope = SESSION
+        """Who is charged for a call made where no scope is set (a thread that carries no context)."""
+        self.scope_owner: object = self
+        """Whose scopes this guard reads from the context (`metering.scope.running`)."""
         self.records: list[CostRecord] = []
         self.refusals: list[Refusal] = []
         self.failed_attempts = 0
+        self.test_ledgers: dict[str, InMemoryLedger] = {}
+        """Each budgeted test's own ledger, opened with its first call."""
         self._open: dict[int, Ticket] = {}
         self._prompt_counts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -105,7 +83,6 @@ class CostGuard:
         *,
         streamed: bool,
         retries: int = 0,
-        bound: Bound = worst_case_from_rates,
     ) -> tuple[Ticket, Mapping[str, Any]]:
         """Route and admit one attempt; return its ticket and the body to send.
 
@@ -128,11 +105,12 @@ class CostGuard:
             body = self._maybe_cache(body)
         fast = body.get("speed") == "fast"
         rates = config.prices.rates(model, fast=fast)
-        worst = bound(body, rates)
+        worst = worst_case_from_rates(body, rates)
         holds: list[tuple[Ledger, Reservation]] = []
         try:
-            if scope.ledger is not None:
-                holds.append((scope.ledger, scope.ledger.reserve(worst)))
+            test_ledger = self.test_ledger(scope)
+            if test_ledger is not None:
+                holds.append((test_ledger, test_ledger.reserve(worst)))
             holds.append((self.ledger, self.ledger.reserve(worst)))
         except BudgetExceededError as exc:
             for ledger, reservation in holds:
@@ -156,6 +134,16 @@ class CostGuard:
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket, body
+
+    def test_ledger(self, scope: Scope) -> InMemoryLedger | None:
+        """The ledger of the test `scope` names, when it has its own budget (opened on its first call)."""
+        if scope.tag is None or scope.budget is None:
+            return None
+        with self._lock:
+            ledger = self.test_ledgers.get(scope.tag)
+            if ledger is None:
+                ledger = self.test_ledgers[scope.tag] = InMemoryLedger(limit=scope.budget, scope=f"test {scope.tag}")
+        return ledger
 
     def _maybe_cache(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         system = body.get("system")
@@ -225,7 +213,7 @@ class CostGuard:
                 cost if priced_as_billed and not cached
                 else self._cost_or_none(_uncached(usage), billed_model)
             )
-        record = make_record(
+        record = CostRecord(
             model=billed_model,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -248,6 +236,7 @@ class CostGuard:
             ledger.settle(reservation, record)
         for listener in self.listeners:
             listener(record)
+        deliver(record, self)
         return record
 
     def settle_incomplete(self, ticket: Ticket, usage: Usage | None, model: str | None = None) -> CostRecord:
@@ -275,6 +264,11 @@ class CostGuard:
             return None
 
     # -- views ---------------------------------------------------------------------------------------------
+    @property
+    def scope(self) -> Scope:
+        """Who is spending now: the context's scope, else the fallback (the running test, or the session)."""
+        return current_scope(self.scope_owner, self.fallback_scope)
+
     @property
     def total_cost(self) -> Decimal:
         """Money billed by this process's calls."""

@@ -18,12 +18,11 @@ from decimal import Decimal
 from typing import NamedTuple, Protocol
 
 from ..core.budget import BudgetExceededError
-from ..core.tracking import CostRecord
+from ..domain.records import CostRecord
 
 __all__ = ["InMemoryLedger", "Ledger", "Reservation"]
 
 
-_new_tuple = tuple.__new__
 
 
 class Reservation(NamedTuple):
@@ -81,12 +80,17 @@ class InMemoryLedger:
     """The budget in USD; None admits every call."""
     scope: str = "session"
     """Names the budget in refusal messages ("session", "test tests/test_x.py::test_y")."""
+    spent_before: Decimal = Decimal(0)
+    """Money already spent against `limit` before this ledger opened (a tracker's total, for the pipeline)."""
     _spent: Decimal = field(default=Decimal(0), init=False)
     _held: dict[int, Decimal] = field(default_factory=dict, init=False)
     _held_total: Decimal = field(default=Decimal(0), init=False)
     _refused: int = field(default=0, init=False)
     _ids: itertools.count[int] = field(default_factory=itertools.count, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self._spent = self.spent_before
 
     def reserve(self, amount: Decimal) -> Reservation:
         """Hold `amount` or raise `BudgetExceededError` when it does not fit."""
@@ -99,7 +103,7 @@ class InMemoryLedger:
             reservation_id = next(self._ids)
             self._held[reservation_id] = amount
             self._held_total += amount
-        return _new_tuple(Reservation, (reservation_id, amount))  # one per call: skip the Python-level __new__
+        return Reservation(reservation_id, amount)
 
     def _drop(self, reservation: Reservation) -> bool:
         amount = self._held.pop(reservation.id, None)

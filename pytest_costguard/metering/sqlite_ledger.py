@@ -43,20 +43,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from ..core.budget import BudgetExceededError
-from ..core.tracking import MONEY_FIELDS, RECORD_FIELDS, CostRecord
+from ..domain.money import MoneyError
+from ..domain.records import RECORD_FIELDS, CostRecord, Refusal, record_from_dict, record_to_dict
 from .ledger import Reservation
 
 __all__ = [
     "LEDGER_SCHEMA",
     "LEDGER_VERSION",
     "LedgerError",
-    "LedgerRefusal",
     "LedgerSnapshot",
     "SqliteLedger",
     "read_ledger",
@@ -143,11 +142,6 @@ CREATE TABLE IF NOT EXISTS refusals (
 );
 """
 
-_RECORD_FIELDS = RECORD_FIELDS
-_MONEY_FIELDS = MONEY_FIELDS
-_BOOL_FIELDS = frozenset({"streamed", "estimated"})
-_RECORD_VALUES = attrgetter(*_RECORD_FIELDS)
-_MONEY_POSITIONS = tuple(i for i, name in enumerate(_RECORD_FIELDS) if name in _MONEY_FIELDS)
 
 # The statements of the hot path, prepared once per connection (sqlite3 caches them by text).
 # SQLite writes the timestamps itself, in the format of datetime.isoformat(timespec="milliseconds") in UTC.
@@ -162,9 +156,9 @@ _RESERVE = (
 )
 _DELETE_RESERVATION = "DELETE FROM reservations WHERE id = ?"
 _RECORD_COLUMNS = (
-    f"reservation_id, pid, worker, reclaimed, {', '.join(_RECORD_FIELDS)}, settled, spent_pico, spent_excess"
+    f"reservation_id, pid, worker, reclaimed, {', '.join(RECORD_FIELDS)}, settled, spent_pico, spent_excess"
 )
-_RECORD_PARAMETERS = f"?, ?, ?, ?, {', '.join('?' for _ in _RECORD_FIELDS)}, {_SQL_NOW}, ? + {_SPENT_PICO}"
+_RECORD_PARAMETERS = f"?, ?, ?, ?, {', '.join('?' for _ in RECORD_FIELDS)}, {_SQL_NOW}, ? + {_SPENT_PICO}"
 # The balance is the last record's plus this cost, added by SQLite: no read of it into Python first.
 _INSERT_RECORD = (
     f"INSERT INTO records ({_RECORD_COLUMNS}) "
@@ -179,22 +173,6 @@ _INSERT_REFUSAL = (
 
 class LedgerError(Exception):
     """A ledger file that cannot be used: missing, not SQLite, not ours, another version, or stuck locked."""
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerRefusal:
-    """A call a ledger refused."""
-
-    tag: str | None
-    """The test that made it, when the ledger knew."""
-    scope: str
-    """The budget that refused it."""
-    amount: Decimal
-    """Its worst-case cost."""
-    message: str
-    """What the caller was told."""
-    worker: str | None
-    """The process that made it (an xdist worker id), when it had one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +191,7 @@ class LedgerSnapshot:
     """Money settled, including calls charged because their process died in flight."""
     records: tuple[CostRecord, ...]
     """Every settled call, in settlement order."""
-    refusals: tuple[LedgerRefusal, ...]
+    refusals: tuple[Refusal, ...]
     """Every refused call."""
     in_flight: int
     """Reservations still held: calls that had not ended when the file was read."""
@@ -259,23 +237,15 @@ def _exact_sum(amounts: Iterable[Decimal]) -> Decimal:
 
 
 def _record_row(record: CostRecord) -> list[Any]:
-    values = list(_RECORD_VALUES(record))
-    for index in _MONEY_POSITIONS:
-        if values[index] is not None:
-            values[index] = str(values[index])
-    return values  # bools bind as 0 and 1
+    values = record_to_dict(record)
+    return [values[name] for name in RECORD_FIELDS]  # bools bind as 0 and 1
 
 
 def _record_from_row(row: sqlite3.Row) -> CostRecord:
-    values: dict[str, Any] = {}
-    for name in _RECORD_FIELDS:
-        value = row[name]
-        if name in _MONEY_FIELDS and value is not None:
-            value = _money(value)
-        elif name in _BOOL_FIELDS:
-            value = bool(value)
-        values[name] = value
-    return CostRecord(**values)
+    try:
+        return record_from_dict({name: row[name] for name in RECORD_FIELDS})
+    except (MoneyError, TypeError, ValueError) as exc:
+        raise LedgerError(f"corrupt record in the ledger ({exc})") from None
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -665,7 +635,7 @@ class SqliteLedger:
         with self._read() as conn:
             return _records(conn, worker)
 
-    def refusals(self, *, worker: str | None = None) -> list[LedgerRefusal]:
+    def refusals(self, *, worker: str | None = None) -> list[Refusal]:
         """Every refused call (of one worker, when given)."""
         with self._read() as conn:
             return _refusals(conn, worker)
@@ -749,11 +719,11 @@ def _records(conn: sqlite3.Connection, worker: str | None) -> list[CostRecord]:
     return [_record_from_row(row) for row in cursor.execute(f"SELECT * FROM records {where} ORDER BY id", args)]
 
 
-def _refusals(conn: sqlite3.Connection, worker: str | None) -> list[LedgerRefusal]:
+def _refusals(conn: sqlite3.Connection, worker: str | None) -> list[Refusal]:
     where, args = ("WHERE worker = ?", (worker,)) if worker is not None else ("", ())
     query = f"SELECT tag, scope, amount, message, worker FROM refusals {where} ORDER BY id"
     return [
-        LedgerRefusal(tag, scope, _money(amount), message, worker)
+        Refusal(tag, scope, _money(amount), message, worker)
         for tag, scope, amount, message, worker in conn.execute(query, args)
     ]
 

@@ -5,7 +5,7 @@ No pytest import: the plugin hands in raw strings and turns `SettingsError` into
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
@@ -99,15 +99,18 @@ def _raw(get: Getter, name: str) -> tuple[str | None, str]:
     return str(value), source
 
 
-def resolve_settings(get: Getter) -> Settings:
-    """Build `Settings` from raw values (CLI, else ini), validating each and naming its source on error."""
+def resolve_settings(get: Getter, *, extra_prices: Mapping[str, PriceOverride] | None = None) -> Settings:
+    """Build `Settings` from raw values (CLI, else ini), validating each and naming its source on error.
+
+    `extra_prices` (from `pytest_costguard_prices` hooks) are overrides that `llm_prices` lines win over.
+    """
     try:
-        return _resolve(get)
+        return _resolve(get, extra_prices or {})
     except MoneyError as exc:
         raise SettingsError(str(exc)) from None
 
 
-def _resolve(get: Getter) -> Settings:
+def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings:
     budget_raw, src = _raw(get, "llm_budget")
     budget = None if budget_raw is None else parse_usd(budget_raw, source=src)
     per_test_raw, src = _raw(get, "llm_budget_per_test")
@@ -135,10 +138,11 @@ def _resolve(get: Getter) -> Settings:
 
     prices_raw, prices_src = _raw(get, "llm_prices")
     prices = None
-    if prices_raw is not None or route is not None:
+    if prices_raw is not None or route is not None or extra_prices:
         from ..core.pricing import PriceBook, UnknownModelPrice
 
-        prices = PriceBook(overrides=parse_prices((prices_raw or "").splitlines(), source=prices_src))
+        overrides = {**extra_prices, **parse_prices((prices_raw or "").splitlines(), source=prices_src)}
+        prices = PriceBook(overrides=overrides)
         # Every model routing can send to must have a price, or the budget could not bound its calls.
         to_check: list[tuple[str, str]] = []
         if route is not None:

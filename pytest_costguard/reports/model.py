@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from ..core.tracking import CostRecord
 from ..domain.money import format_usd, usd_to_json
+from ..domain.records import CostRecord, Refusal, record_to_dict, refusal_to_dict
 
 __all__ = [
     "SCHEMA",
@@ -30,7 +29,6 @@ __all__ = [
 ]
 
 SCHEMA = "pytest-costguard/1"
-SESSION_LINE = "<session>"
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
@@ -38,18 +36,8 @@ class ReportError(ValueError):
     """A report file that cannot be read or is not a pytest-costguard report."""
 
 
-@dataclass(frozen=True, slots=True)
-class RefusalInfo:
-    """A refused call, as reported."""
-
-    nodeid: str | None
-    """The test that made it."""
-    scope: str
-    """The budget that refused it."""
-    worst_case_usd: Decimal
-    """Its worst-case cost."""
-    message: str
-    """What the caller was told."""
+RefusalInfo = Refusal
+"""The name of `Refusal` before 0.2."""
 
 
 def _blank_totals() -> dict[str, Any]:
@@ -76,21 +64,9 @@ def _totals_json(totals: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def record_json(record: CostRecord) -> dict[str, Any]:
-    """Return one call as its JSON report entry."""
-    return {
-        "nodeid": record.tag,
-        "requested_model": record.requested_model or record.model,
-        "model": record.model,
-        "input_tokens": record.input_tokens,
-        "output_tokens": record.output_tokens,
-        "cache_read_input_tokens": record.cache_read_input_tokens,
-        "cache_creation_input_tokens": record.cache_creation_input_tokens,
-        "web_search_requests": record.web_search_requests,
-        "cost_usd": usd_to_json(record.cost_usd),
-        "streamed": record.streamed,
-        "retries": record.retries,
-        "estimated": record.estimated,
-    }
+    """Return one call as its JSON report entry: the record's own fields, money as numbers."""
+    entry = record_to_dict(record, money=usd_to_json)
+    return {"nodeid": entry.pop("tag"), **entry, "requested_model": record.requested_model or record.model}
 
 
 def build_report(
@@ -99,7 +75,7 @@ def build_report(
     *,
     budget: Decimal | None = None,
     budget_per_test: Decimal | None = None,
-    refusals: Sequence[RefusalInfo] = (),
+    refusals: Sequence[Refusal] = (),
     failed_attempts: int = 0,
     labels: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -145,15 +121,7 @@ def build_report(
         "total_cost_usd": usd_to_json(total),
         "budget_exceeded": bool(session_refusals),
         "refused_calls": len(refusals),
-        "refusals": [
-            {
-                "nodeid": r.nodeid,
-                "scope": r.scope,
-                "worst_case_usd": usd_to_json(r.worst_case_usd),
-                "message": r.message,
-            }
-            for r in refusals
-        ],
+        "refusals": [refusal_to_dict(r, money=usd_to_json) for r in refusals],
         "failed_attempts": failed_attempts,
         "estimated_calls": sum(1 for c in calls if c["estimated"]),
         "worst_case_overruns": overruns,

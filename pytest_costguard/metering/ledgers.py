@@ -1,0 +1,93 @@
+"""Choose and open the ledger that holds a session's budget: in memory, or an SQLite file shared or kept.
+
+A single process keeps its budget in memory unless `--llm-ledger` asks for a durable file. A pytest-xdist
+controller with a budget starts an SQLite ledger (in a scratch directory unless `--llm-ledger` names one) and
+its workers join it, so the budget caps the whole run rather than each worker.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from .ledger import InMemoryLedger, Ledger
+
+__all__ = ["LedgerChoiceError", "LedgerRequest", "open_session_ledger"]
+
+Role = Literal["single", "controller", "worker"]
+
+
+class LedgerChoiceError(Exception):
+    """The ledger asked for cannot be opened; the message names the option to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRequest:
+    """What a session asks of its ledger."""
+
+    budget: Decimal | None
+    """The session's cap."""
+    role: Role
+    """A process on its own, an xdist controller, or one of its workers."""
+    path: Path | None = None
+    """`--llm-ledger`, resolved (a controller's or single process's file)."""
+    shared: str | None = None
+    """For a worker: the file its controller started; None when the controller shares none."""
+    shared_host: str | None = None
+    """For a worker: the host its controller runs on."""
+    worker: str | None = None
+    """For a worker: its xdist id."""
+
+
+def open_session_ledger(
+    request: LedgerRequest, tag_source: Callable[[], str | None]
+) -> tuple[Ledger, list[Callable[[], None]]]:
+    """Open the session's ledger; return it and what to call, in order, when the session ends."""
+    if request.role == "worker" and not request.shared:
+        return InMemoryLedger(limit=request.budget, scope="session"), []
+    if request.role != "worker" and request.path is None and not (
+        request.role == "controller" and request.budget is not None
+    ):
+        return InMemoryLedger(limit=request.budget, scope="session"), []
+    from .sqlite_ledger import LedgerError, SqliteLedger  # sqlite3 is not free to import
+
+    if request.role == "worker":
+        assert request.shared is not None
+        if request.shared_host != socket.gethostname():
+            # Separate files would multiply the budget by the number of hosts: refuse rather than overspend.
+            raise LedgerChoiceError(
+                "--llm-budget: pytest-costguard shares the budget through a local file; "
+                f"worker {request.worker} runs on another host than the controller"
+            )
+        try:
+            ledger = SqliteLedger(
+                request.shared, request.budget, "session", create=False, worker=request.worker, tag_source=tag_source
+            )
+        except LedgerError as exc:
+            raise LedgerChoiceError(f"--llm-ledger: {exc}") from None
+        return ledger, [ledger.close]
+
+    scratch = None if request.path is not None else tempfile.mkdtemp(prefix="pytest-costguard-")
+    path = request.path if request.path is not None else Path(str(scratch)) / "ledger.sqlite3"
+    try:
+        ledger = SqliteLedger.fresh(
+            path,
+            request.budget,
+            "session",
+            worker="controller" if request.role == "controller" else None,
+            tag_source=tag_source,
+        )
+    except (LedgerError, OSError) as exc:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise LedgerChoiceError(f"{'--llm-ledger' if request.path is not None else '--llm-budget'}: {exc}") from None
+    cleanups: list[Callable[[], None]] = [ledger.close]
+    if scratch is not None:
+        cleanups.append(lambda: shutil.rmtree(scratch, ignore_errors=True))
+    return ledger, cleanups

@@ -1,0 +1,189 @@
+"""The run: one object owns what a session spent (records, refusals, failed attempts, test outcomes), merges
+what other processes spent, and builds the report.
+
+The pytest adapter hands it events (a test's outcome, a worker's output); it never imports pytest, so the
+same accounting serves `costguard report` and any other runner.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..domain.records import CostRecord, Refusal
+    from .guard import CostGuard
+
+__all__ = ["CostRun", "classify_outcome"]
+
+_FAILED = ("failed", "error")
+
+
+def classify_outcome(when: str, outcome: str, xfail: bool, previous: str | None) -> str | None:
+    """Return a test's outcome after one of its phase reports, or None to keep `previous`.
+
+    `outcome` is the phase's "passed", "failed" or "skipped"; a failed setup or teardown is an "error", and a
+    failure is never overwritten by a later phase's pass.
+    """
+    if outcome == "failed":
+        new = "failed" if when == "call" else "error"
+    elif outcome == "skipped":
+        new = "xfailed" if xfail else "skipped"
+    elif when == "call":
+        new = "xpassed" if xfail else "passed"
+    else:
+        new = previous or "passed"
+    if previous in _FAILED and new not in _FAILED:
+        return None
+    return new
+
+
+class CostRun:
+    """What one session spent, in this process and in the processes that reported to it."""
+
+    def __init__(
+        self,
+        guard_factory: Callable[[], CostGuard],
+        *,
+        budget: Decimal | None = None,
+        budget_per_test: Decimal | None = None,
+    ) -> None:
+        self._guard_factory = guard_factory
+        self._guard: CostGuard | None = None
+        self._creating = threading.Lock()
+        self.budget = budget
+        """The session's cap, USD."""
+        self.budget_per_test = budget_per_test
+        """The default cap of each test, USD."""
+        self.outcomes: dict[str, str] = {}
+        """Each test's outcome, by node id."""
+        self.labels: dict[str, Any] = {}
+        """Top-level report fields other code adds (the `backend`, for instance)."""
+        self._by_test: dict[str, list[CostRecord]] = {}
+        self._remote_records: list[CostRecord] = []
+        self._remote_refusals: list[Refusal] = []
+        self._remote_failed_attempts = 0
+
+    # -- the guard -------------------------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        """Whether this process has metered anything (its guard exists)."""
+        return self._guard is not None
+
+    @property
+    def guard(self) -> CostGuard:
+        """The guard metering this process's calls, built on first use (an idle run never builds one)."""
+        if self._guard is None:
+            with self._creating:  # the first calls may come from several threads at once
+                if self._guard is None:
+                    guard = self._guard_factory()
+                    guard.listeners.append(self._index)
+                    self._guard = guard
+        return self._guard
+
+    def guard_if_started(self) -> CostGuard | None:
+        """The guard, or None when nothing was metered yet."""
+        return self._guard
+
+    def _index(self, record: CostRecord) -> None:
+        if record.tag is not None:
+            self._by_test.setdefault(record.tag, []).append(record)
+
+    # -- events ----------------------------------------------------------------------------------------------
+    def record_outcome(self, nodeid: str, when: str, outcome: str, *, xfail: bool = False) -> None:
+        """Take one phase report of a test (setup, call or teardown)."""
+        new = classify_outcome(when, outcome, xfail, self.outcomes.get(nodeid))
+        if new is not None:
+            self.outcomes[nodeid] = new
+
+    def records_of(self, nodeid: str) -> list[CostRecord]:
+        """The calls a test made in this process (an index kept as calls settle)."""
+        return self._by_test.get(nodeid, [])
+
+    def test_cost(self, nodeid: str) -> tuple[Decimal, int]:
+        """What a test spent in this process, and in how many calls."""
+        records = self.records_of(nodeid)
+        return sum((r.cost_usd for r in records), Decimal(0)), len(records)
+
+    def test_refusals(self, nodeid: str) -> list[Refusal]:
+        """Calls of a test refused by its own budget."""
+        if self._guard is None:
+            return []
+        return [r for r in self._guard.refusals if r.tag == nodeid and r.scope != "session"]
+
+    # -- other processes -------------------------------------------------------------------------------------
+    def output(self) -> dict[str, Any]:
+        """What this process spent, as plain JSON for another process's `merge` (an xdist worker's output)."""
+        from ..domain.records import record_to_dict, refusal_to_dict
+
+        guard = self.guard
+        guard.settle_open()  # streams never closed are charged before the records leave
+        return {
+            "records": [record_to_dict(r) for r in guard.records],
+            "refusals": [refusal_to_dict(r) for r in guard.refusals],
+            "failed_attempts": guard.failed_attempts,
+            "outcomes": dict(self.outcomes),
+        }
+
+    def merge(self, output: Mapping[str, Any]) -> None:
+        """Add what another process spent (its `output()`)."""
+        from ..domain.records import record_from_dict, refusal_from_dict
+
+        self.add_remote(
+            [record_from_dict(r) for r in output["records"]],
+            [refusal_from_dict(r) for r in output["refusals"]],
+            int(output["failed_attempts"]),
+        )
+        for nodeid, outcome in output["outcomes"].items():
+            self.outcomes.setdefault(nodeid, outcome)  # outcomes forwarded with the test reports win
+
+    def add_remote(self, records: Iterable[CostRecord], refusals: Iterable[Refusal], failed_attempts: int = 0) -> None:
+        """Add records and refusals another process made (read back from a shared ledger, for instance)."""
+        self._remote_records.extend(records)
+        self._remote_refusals.extend(refusals)
+        self._remote_failed_attempts += failed_attempts
+
+    # -- totals ----------------------------------------------------------------------------------------------
+    @property
+    def records(self) -> list[CostRecord]:
+        """Every billed call of the run."""
+        local = self._guard.records if self._guard is not None else []
+        return [*local, *self._remote_records]
+
+    @property
+    def refusals(self) -> list[Refusal]:
+        """Every refused call of the run."""
+        local = self._guard.refusals if self._guard is not None else []
+        return [*local, *self._remote_refusals]
+
+    @property
+    def failed_attempts(self) -> int:
+        """HTTP attempts that failed and were not billed."""
+        local = self._guard.failed_attempts if self._guard is not None else 0
+        return local + self._remote_failed_attempts
+
+    @property
+    def happened(self) -> bool:
+        """Whether any call was billed or refused anywhere in the run."""
+        return bool(self.records or self.refusals)
+
+    def finish(self) -> None:
+        """Charge the calls still open (streams never closed) at their worst case."""
+        if self._guard is not None:
+            self._guard.settle_open()
+
+    def build_report(self) -> dict[str, Any]:
+        """Build the run's JSON report (schema pytest-costguard/1)."""
+        from ..reports.model import build_report
+
+        return build_report(
+            self.records,
+            self.outcomes,
+            budget=self.budget,
+            budget_per_test=self.budget_per_test,
+            refusals=self.refusals,
+            failed_attempts=self.failed_attempts,
+            labels=self.labels,
+        )

@@ -1,0 +1,70 @@
+"""Who is spending now: the running test (its node id, own budget and pinned model) or the session.
+
+Held in a `ContextVar`, set and reset by the pytest adapter around each test, so a call is charged to the test
+whose context made it (asyncio tasks inherit their creator's context). Light on purpose: the adapter sets a
+scope for every test, idle suites included, without loading the guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+__all__ = ["SESSION", "Scope", "collecting", "current_scope", "deliver", "running"]
+
+
+class Scope(NamedTuple):
+    """Who is spending: a test, or the session when `tag` is None (a NamedTuple: one is made per test)."""
+
+    tag: str | None = None
+    """The node id of the running test; None outside tests."""
+    budget: Decimal | None = None
+    """The test's own budget, when it has one."""
+    pinned_model: str | None = None
+    """A model the test pinned: routing never changes it."""
+
+
+SESSION = Scope()
+"""Calls made outside any test."""
+
+_running: ContextVar[Mapping[object, Scope]] = ContextVar("pytest_costguard_scope", default={})
+"""Each metering owner's scope in this context: a pytest run inside a test has its own scope, beside the outer's."""
+
+
+@contextmanager
+def running(owner: object, scope: Scope) -> Iterator[None]:
+    """Charge the calls `owner` (a session, a guard) meters in this context, and its asyncio tasks, to `scope`."""
+    token = _running.set({**_running.get(), owner: scope})
+    try:
+        yield
+    finally:
+        _running.reset(token)
+
+
+def current_scope(owner: object, fallback: Scope = SESSION) -> Scope:
+    """`owner`'s scope in this context, else `fallback` (for threads that carry no context)."""
+    return _running.get().get(owner, fallback)
+
+
+_sink: ContextVar[tuple[object, list[Any]] | None] = ContextVar("pytest_costguard_sink", default=None)
+
+
+@contextmanager
+def collecting(source: object) -> Iterator[list[Any]]:
+    """Collect the records `source` (a guard) settles in this context: the pipeline reads its own call's record."""
+    records: list[Any] = []
+    token = _sink.set((source, records))
+    try:
+        yield records
+    finally:
+        _sink.reset(token)
+
+
+def deliver(record: Any, source: object) -> None:
+    """Hand a record `source` settled to this context's collector, if it listens to `source`."""
+    sink = _sink.get()
+    if sink is not None and sink[0] is source:
+        sink[1].append(record)

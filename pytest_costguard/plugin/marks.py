@@ -1,0 +1,86 @@
+"""The `llm_budget` and `llm_model` markers: what each test asks for, validated at collection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import TYPE_CHECKING, NamedTuple
+
+import pytest
+
+from ..domain.money import parse_usd
+from .settings import SettingsError
+
+if TYPE_CHECKING:
+    from _pytest.nodes import Node
+
+    from ..core.pricing import PriceBook
+
+__all__ = ["MARKERS", "LlmMarks", "read_marks"]
+
+MARKERS = (
+    "llm_budget(usd): hard cap in USD on what this test's LLM calls may spend",
+    "llm_model(name): send this test's LLM calls to this model (no routing)",
+)
+
+
+class LlmMarks(NamedTuple):
+    """What a test's markers ask for."""
+
+    budget: Decimal | None
+    """The test's own cap."""
+    model: str | None
+    """The model the test is pinned to."""
+
+
+_Found = tuple["pytest.Mark | None", "pytest.Mark | None"]
+
+
+def _closest(markers: Iterable[pytest.Mark]) -> _Found:
+    """The first llm_budget and llm_model marks of `markers` (given closest first)."""
+    budget = model = None
+    for found in markers:
+        if found.name == "llm_budget":
+            budget = budget or found
+        elif found.name == "llm_model":
+            model = model or found
+    return budget, model
+
+
+def read_marks(
+    item: pytest.Item,
+    default_budget: Decimal | None,
+    prices: Callable[[], PriceBook],
+    parents: dict[Node | None, _Found] | None = None,
+) -> LlmMarks:
+    """Read a test's marks (its own first, then its class's and module's), raising `SettingsError` on bad ones.
+
+    `parents` caches each parent's marks, so a module of 100 tests is walked once, not 100 times.
+    """
+    budget_mark, model_mark = _closest(item.own_markers)
+    if budget_mark is None or model_mark is None:
+        parent = item.parent
+        inherited = parents.get(parent) if parents is not None else None
+        if inherited is None:
+            inherited = _closest(parent.iter_markers()) if parent is not None else (None, None)
+            if parents is not None:
+                parents[parent] = inherited
+        budget_mark, model_mark = budget_mark or inherited[0], model_mark or inherited[1]
+    budget = default_budget
+    if budget_mark is not None:
+        source = f"@pytest.mark.llm_budget on {item.nodeid}"
+        if set(budget_mark.kwargs) - {"usd"} or len(budget_mark.args) + len(budget_mark.kwargs) != 1:
+            raise SettingsError(f"{source}: takes one argument, the budget in USD, e.g. llm_budget(0.05)")
+        raw = budget_mark.args[0] if budget_mark.args else budget_mark.kwargs["usd"]
+        budget = parse_usd(raw, source=source)
+    model = None
+    if model_mark is not None:
+        source = f"@pytest.mark.llm_model on {item.nodeid}"
+        args, kwargs = model_mark.args, model_mark.kwargs
+        value = args[0] if len(args) == 1 and not kwargs else kwargs.get("name")
+        if len(args) + len(kwargs) != 1 or not isinstance(value, str) or not value.strip():
+            raise SettingsError(f"{source}: takes one argument, a model name, e.g. llm_model('claude-haiku-4-5')")
+        if not prices().knows(value):
+            raise SettingsError(f"{source}: no price known for model {value!r}; add it to llm_prices")
+        model = value
+    return LlmMarks(budget, model)

@@ -1,0 +1,76 @@
+"""The plugin's command-line options and their ini twins, and where each value came from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["OPTIONS", "add_options", "option_getter", "user_path"]
+
+# (name, CLI flag or None, metavar, help, ini type, default)
+OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
+    ("llm_budget", "--llm-budget", "USD", "hard cap in USD on what LLM calls may spend in this session", "string",
+     None),
+    ("llm_budget_per_test", "--llm-budget-per-test", "USD", "default hard cap in USD for each test", "string", None),
+    ("llm_route", "--llm-route", "POLICY", "model routing: off (default), cheap (all to llm_cheap_model), auto",
+     "string", None),
+    ("llm_cheap_model", "--llm-cheap-model", "MODEL",
+     "model that cheap/auto routing sends to (default claude-haiku-4-5)", "string", None),
+    ("llm_route_map", None, "", "explicit routing, one 'requested = sent' per line", "linelist", []),
+    ("llm_cache", "--llm-cache", "MODE", "prompt caching of recurring long system prompts: off (default), auto",
+     "string", None),
+    ("llm_report", "--llm-report", "PATH", "write the cost report to PATH (.json or .md); repeatable", "linelist",
+     []),
+    ("llm_prices", None, "", "price overrides, 'model = input=N output=N [cache_write=N cache_read=N]' per line, "
+     "USD per million tokens", "linelist", []),
+    ("llm_baseline", "--llm-baseline", "PATH", "compare this run's costs with an earlier JSON report", "string",
+     None),
+    ("llm_baseline_fail", "--llm-baseline-fail", "PCT",
+     "fail when cost rises more than PCT percent above the baseline", "string", None),
+    ("llm_baseline_floor", "--llm-baseline-floor", "USD",
+     "ignore baseline increases below this many USD (default 0.01)", "string", None),
+    ("llm_ledger", "--llm-ledger", "PATH", "keep the session budget in this SQLite file, every settled call on "
+     "disk at once (read it with `costguard report PATH`)", "string", None),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option in one group, each CLI flag with its ini twin and one help text for both."""
+    group = parser.getgroup("costguard", "LLM cost budget and reports (pytest-costguard)")
+    for name, flag, metavar, help_text, ini_type, default in OPTIONS:
+        if flag is not None:
+            group.addoption(
+                flag,
+                dest=name,
+                action="append" if ini_type == "linelist" else "store",
+                default=None,
+                metavar=metavar,
+                help=f"{help_text} (ini: {name})",
+            )
+        parser.addini(name, help_text, type=ini_type, default=default)  # type: ignore[arg-type]
+
+
+def option_getter(config: pytest.Config) -> Any:
+    """Return `get(name) -> (raw value, source)`: the command line wins, then the ini file."""
+    flags = {name: flag for name, flag, *_ in OPTIONS}
+
+    def get(name: str) -> tuple[object, str]:
+        flag = flags[name]
+        if flag is not None:
+            value = config.getoption(name, None)
+            if value not in (None, []):
+                return value, flag
+        inifile = config.inipath.name if config.inipath else "the ini file"
+        return config.getini(name), f"{name} in {inifile}"
+
+    return get
+
+
+def user_path(config: pytest.Config, name: str, path: str) -> Path:
+    """Resolve a path setting as pytest does: from the command line, relative to where pytest was started;
+    from the ini file, relative to that file's folder."""
+    if config.getoption(name, None) not in (None, []):
+        return config.invocation_params.dir / path
+    return (config.inipath.parent if config.inipath else config.rootpath) / path
