@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 __all__ = ["SESSION", "Scope", "collecting", "current_scope", "deliver", "running"]
@@ -30,7 +31,8 @@ class Scope(NamedTuple):
 SESSION = Scope()
 """Calls made outside any test."""
 
-_running: ContextVar[Mapping[object, Scope]] = ContextVar("pytest_costguard_scope", default={})
+_NONE: Mapping[object, Scope] = MappingProxyType({})
+_running: ContextVar[Mapping[object, Scope]] = ContextVar("pytest_costguard_scope", default=_NONE)
 """Each metering owner's scope in this context: a pytest run inside a test has its own scope, beside the outer's."""
 
 

@@ -26,8 +26,6 @@ __all__ = [
     "is_xdist_controller",
     "is_xdist_worker",
     "ledger_request",
-    "record_from_json",
-    "record_to_json",
     "register_xdist_hooks",
 ]
 
