@@ -37,9 +37,6 @@ def anthropic_backend(request: pytest.FixtureRequest) -> Iterator[str]:
         mp.setenv("ANTHROPIC_BASE_URL", emulator.base_url)
         mp.setenv("ANTHROPIC_API_KEY", "offline-dummy-key")
         mp.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
-        # Deliberately not undone: the plugin reads it at session end, after fixtures are torn down,
-        # to label the report "emulator, simulated costs".
-        os.environ["COSTGUARD_BACKEND"] = "emulator"
         yield "emulator"
 
 
