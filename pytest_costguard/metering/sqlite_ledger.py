@@ -470,30 +470,32 @@ class SqliteLedger:
 
     def reserve(self, amount: Decimal) -> Reservation:
         """Hold `amount` or raise `BudgetExceededError` when it does not fit (the refusal is recorded)."""
-        numerator, denominator = amount.as_integer_ratio()
-        pico = -(-numerator * _PICOS_PER_DOLLAR // denominator)  # rounded up: `_pico_ceil`, written out
+        pico, _ = _pico_ceil(amount)
         tag = self._tag() if self.tag_source is not None else None
         refusal: BudgetExceededError | None = None
-        with self._lock:
-            cursor = self._begin()
-            try:
-                if self._limit_pico is not None:
-                    spent, held = cursor.execute(_READ_BALANCE).fetchone()
-                    if spent + held + pico > self._limit_pico:
-                        refusal = self._refuse_unless_reclaimed(cursor.connection, amount, pico, tag)
-                if refusal is None:
-                    cursor.execute(_RESERVE, (str(amount), pico, self._pid, self._host, self.worker, tag))
-                    reservation_id = cursor.lastrowid
-                cursor.execute("COMMIT")
-            except BaseException as exc:
-                _rollback(cursor.connection)
-                if _overflowed(exc):
-                    raise LedgerError(f"{self.path}: cannot hold ${amount}: {_BEYOND}") from None
-                raise
+        reservation_id: int | None = None
+        with self._overflow_as_error(f"cannot hold ${amount}"), self._write() as cursor:
+            if self._limit_pico is not None:
+                spent, held = cursor.execute(_READ_BALANCE).fetchone()
+                if spent + held + pico > self._limit_pico:
+                    refusal = self._refuse_unless_reclaimed(cursor.connection, amount, pico, tag)
+            if refusal is None:
+                cursor.execute(_RESERVE, (str(amount), pico, self._pid, self._host, self.worker, tag))
+                reservation_id = cursor.lastrowid
         if refusal is not None:
             raise refusal  # after the commit: the refusal is recorded
         assert reservation_id is not None
         return Reservation(reservation_id, amount)
+
+    @contextmanager
+    def _overflow_as_error(self, what: str) -> Iterator[None]:
+        """Turn SQLite's integer overflow (an amount beyond what the ledger holds) into a `LedgerError`."""
+        try:
+            yield
+        except BaseException as exc:
+            if _overflowed(exc):
+                raise LedgerError(f"{self.path}: {what}: {_BEYOND}") from None
+            raise
 
     def _refuse_unless_reclaimed(
         self, conn: sqlite3.Connection, amount: Decimal, pico: int, tag: str | None
@@ -513,22 +515,13 @@ class SqliteLedger:
         """Replace a reservation by the call's record, durably (once; later calls are ignored)."""
         values = _record_row(record)
         cost = record.cost_usd
-        numerator, denominator = cost.as_integer_ratio()
-        pico, rest = divmod(numerator * _PICOS_PER_DOLLAR, denominator)  # `_pico_ceil`, written out
-        with self._lock:
-            cursor = self._begin()
-            try:
-                if cursor.execute(_DELETE_RESERVATION, (reservation.id,)).rowcount:
-                    if not rest:  # whole picodollars: SQLite adds them to the balance
-                        cursor.execute(_INSERT_RECORD, (reservation.id, self._pid, self.worker, 0, *values, pico))
-                    else:
-                        self._insert_record(cursor.connection, values, cost, reservation.id, self._pid, self.worker)
-                cursor.execute("COMMIT")
-            except BaseException as exc:
-                _rollback(cursor.connection)
-                if _overflowed(exc):
-                    raise LedgerError(f"{self.path}: cannot settle a call of ${cost}: {_BEYOND}") from None
-                raise
+        pico, exact = _pico_ceil(cost)
+        with self._overflow_as_error(f"cannot settle a call of ${cost}"), self._write() as cursor:
+            if cursor.execute(_DELETE_RESERVATION, (reservation.id,)).rowcount:
+                if exact:  # whole picodollars: SQLite adds them to the balance
+                    cursor.execute(_INSERT_RECORD, (reservation.id, self._pid, self.worker, 0, *values, pico))
+                else:
+                    self._insert_record(cursor.connection, values, cost, reservation.id, self._pid, self.worker)
 
     def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call was not billed."""
