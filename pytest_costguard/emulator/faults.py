@@ -78,6 +78,12 @@ class Fault:
         message = self.message or f"{FAULT_MESSAGES[status]} (injected by the costguard emulator)"
         return ApiError(status, message, headers)
 
+    def batch_error(self) -> ApiError:
+        """Return the error a batch request meeting this fault ends with (no connection to drop or slow down)."""
+        if self.kind in STATUS_FAULTS or self.kind == "stream_error":
+            return self.status_error()
+        return ApiError(500, self.message or f"{FAULT_MESSAGES[500]} (injected by the costguard emulator)")
+
 
 @dataclass(slots=True)
 class _Queued:

@@ -1,8 +1,9 @@
 """The HTTP side: a threaded server, the request handler that routes and answers, and `Emulator` that runs them.
 
-The handler speaks the wire format (JSON replies, server-sent events, error bodies, status codes); what a
-request costs and what it answers is decided by the modules it calls. `Emulator` owns the state every
-connection shares: the billing ledger, the prompt cache and the fault queue.
+The handler speaks the wire format (JSON replies, server-sent events, JSONL results, error bodies, status
+codes); what a request costs and what it answers is decided by the modules it calls. `Emulator` owns the
+state every connection shares: the billing ledger, the prompt cache, the fault queue, the batches and the
+files requests can name.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
+from .batches import BatchStore, Run, check_batch_requests
 from .cache import PromptCache, Segment
 from .errors import ApiError, error_body
 from .faults import STATUS_FAULTS, Fault, FaultQueue, check_times, make_fault
-from .replies import Reply, chunks, message_body, reply_words
+from .replies import Reply, chunks, last_user_text, message_body, reply_words
 from .tokens import segments
+from .tools import server_tool_use
 from .validation import validate_request
-from .wire import new_id
+from .wire import compact, new_id
 
 __all__ = ["MAX_REQUEST_BYTES", "Clock", "Emulator", "KnownModel"]
 
@@ -56,15 +60,21 @@ class Emulator:
         *,
         known_model: KnownModel | None = None,
         clock: Clock | None = None,
+        hold_batches: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.known_model: KnownModel = known_model or _default_known_model
         self.clock: Clock = clock or time.monotonic
+        self.hold_batches = hold_batches
+        """Keep new batches "in_progress" (and cancelled ones "canceling") until `end_batches()`."""
+        self.files: dict[str, bytes] = {}
+        """The content of the files requests name by `file_id` (an image, a PDF or plain text), by id."""
         self._lock = threading.Lock()
         self._billed: list[dict[str, Any]] = []
         self._cache = PromptCache()
         self._faults = FaultQueue()
+        self._batches = BatchStore(time.time)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -143,11 +153,13 @@ class Emulator:
         return self._faults.pending
 
     def reset(self) -> None:
-        """Forget the ledger, the prompt cache, queued faults and marker attempt counters."""
+        """Forget the ledger, the prompt cache, queued faults, marker attempt counters, batches and files."""
         with self._lock:
             self._billed.clear()
         self._cache.clear()
         self._faults.reset()
+        self._batches.clear()
+        self.files.clear()
 
     def inject(self, kind: str | int, times: int | None = 1, **params: Any) -> None:
         """Queue a fault for the next `times` Messages requests (None: every request until cleared)."""
@@ -157,39 +169,84 @@ class Emulator:
         """Drop every queued fault."""
         self._faults.clear()
 
+    def end_batches(self) -> int:
+        """End every batch still in progress (a canceling one ends with its requests canceled); return how many."""
+        return self._batches.end_all(self._batch_result)
+
     # request handling
 
     def _check_model(self, model: str) -> None:
         if not self.known_model(model):
             raise ApiError(404, f"model: {model}")
 
-    def _bill(self, reply: Reply, *, stream: bool, complete: bool, output_tokens: int) -> None:
+    def _bill(
+        self, reply: Reply, *, stream: bool, complete: bool, output_tokens: int, **batch: str
+    ) -> None:
         usage = copy.deepcopy(reply.usage)
         usage["output_tokens"] = output_tokens
+        entry = {"model": reply.model, "usage": usage, "stream": stream, "complete": complete, **batch}
         with self._lock:
-            self._billed.append({"model": reply.model, "usage": usage, "stream": stream, "complete": complete})
+            self._billed.append(entry)
 
-    def _reply(self, body: Mapping[str, Any], prompt: Sequence[Segment]) -> Reply:
+    def _batch_result(self, batch_id: str, custom_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer one request of a batch as its `result` object, billing it when it succeeds."""
+        try:
+            self._check_model(params["model"])
+            prompt = segments(params, self.files)
+            # A batch has no connection to drop or slow down: any fault a marker asks for errors the request.
+            fault = self._faults.next_marked(params, compact(params))
+            if fault is not None:
+                raise fault.batch_error()
+            reply = self._reply(params, prompt, service_tier="batch")
+        except ApiError as exc:
+            return {"type": "errored", "error": error_body(exc.status, exc.message, new_id("req_011C", 20))}
+        self._bill(
+            reply, stream=False, complete=True, output_tokens=len(reply.words), batch_id=batch_id, custom_id=custom_id
+        )
+        return {"type": "succeeded", "message": message_body(reply)}
+
+    def _batch_run(self) -> Run | None:
+        """Return how batches end now: at once with their results, or None while batches are held."""
+        return None if self.hold_batches else self._batch_result
+
+    def _reply(self, body: Mapping[str, Any], prompt: Sequence[Segment], service_tier: str = "standard") -> Reply:
         """Generate the reply to a validated request and work out its usage (this writes the prompt cache)."""
         model = str(body["model"])
         uncached, write_5m, write_1h, read = self._cache.usage(model, prompt, self.clock())
+        server_tools = server_tool_use(body, last_user_text(body))
         words = reply_words(body)
         max_tokens = int(body["max_tokens"])
         stop_reason = "end_turn"
         if len(words) > max_tokens:
             words, stop_reason = words[:max_tokens], "max_tokens"
-        usage = {
+        usage: dict[str, Any] = {
             "input_tokens": uncached,
             "cache_creation_input_tokens": write_5m + write_1h,
             "cache_read_input_tokens": read,
             "cache_creation": {"ephemeral_5m_input_tokens": write_5m, "ephemeral_1h_input_tokens": write_1h},
             "output_tokens": len(words),
-            "service_tier": "standard",
+            "service_tier": service_tier,
         }
+        if server_tools is not None:
+            # Search results and fetched pages are read after the prompt: uncached input.
+            usage["input_tokens"] += server_tools.tokens
+            usage["server_tool_use"] = server_tools.as_usage()
         return Reply(model, new_id("msg_01", 22), words, stop_reason, usage)
 
 
 # --- HTTP -----------------------------------------------------------------------------------------
+
+
+def _page_options(query: Mapping[str, list[str]]) -> dict[str, Any]:
+    """Return the list endpoint's paging options from its query, raising `ApiError` (400) for a bad limit."""
+    raw_limit = query.get("limit", ["20"])[-1]
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise ApiError(400, "limit: Input should be an integer from 1 to 1000")
+    return {
+        "limit": int(raw_limit),
+        "after_id": query.get("after_id", [None])[-1],
+        "before_id": query.get("before_id", [None])[-1],
+    }
 
 
 class _Server(ThreadingHTTPServer):
@@ -257,15 +314,22 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
     def _dispatch(self, method: str) -> None:
         self.request_id = new_id("req_011C", 20)
-        path = self.path.split("?", 1)[0].rstrip("/")
+        # The beta SDK resources call the same paths with `?beta=true`: the query only matters for listing.
+        path, _, query = self.path.partition("?")
+        path = path.rstrip("/")
         try:
             raw = self._read_body()
             if method == "POST" and path == "/v1/messages":
                 self._messages(raw)
             elif method == "POST" and path == "/v1/messages/count_tokens":
                 self._count_tokens(raw)
+            elif path == "/v1/messages/batches" or path.startswith("/v1/messages/batches/"):
+                self._batches(method, path.split("/")[4:], query, raw)
             elif path.startswith("/_emulator/"):
                 self._control(method, path, raw)
             else:
@@ -315,14 +379,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._parse(raw)
         validate_request(body, for_count=True)
         self.emulator._check_model(body["model"])
-        self._send_json(200, {"input_tokens": sum(s.tokens for s in segments(body))})
+        self._send_json(200, {"input_tokens": sum(s.tokens for s in segments(body, self.emulator.files))})
 
     def _messages(self, raw: bytes) -> None:
         emulator = self.emulator
         body = self._parse(raw)
         validate_request(body)
         emulator._check_model(body["model"])
-        prompt = segments(body)  # breakpoint errors are 400s, whatever fault is queued
+        prompt = segments(body, emulator.files)  # breakpoint and media errors are 400s, whatever fault is queued
         fault = emulator._faults.next_fault(body, raw.decode("utf-8", "replace"))
         stream = bool(body.get("stream", False))
         kind = fault.kind if fault else None
@@ -419,6 +483,34 @@ class _Handler(BaseHTTPRequestHandler):
             # The client went away: what was generated so far is still billed.
             bill(complete=False)
 
+    def _batches(self, method: str, parts: list[str], query: str, raw: bytes) -> None:
+        """Answer the Message Batches endpoints; `parts` is the path after `/v1/messages/batches`."""
+        if not (self.headers.get("x-api-key") or self.headers.get("authorization")):
+            raise ApiError(401, "x-api-key header is required")
+        emulator = self.emulator
+        store = emulator._batches
+        store.expire(emulator.clock())
+        base_url = f"http://{self.headers['Host']}" if self.headers.get("Host") else emulator.base_url
+        if method == "POST" and not parts:
+            requests = check_batch_requests(self._parse(raw))
+            batch_id = store.create(requests, emulator.clock(), emulator._batch_run())
+            self._send_json(200, store.view(batch_id, base_url))
+        elif method == "GET" and not parts:
+            self._send_json(200, store.page(base_url, **_page_options(parse_qs(query))))
+        elif method == "GET" and len(parts) == 1:
+            self._send_json(200, store.view(parts[0], base_url))
+        elif method == "DELETE" and len(parts) == 1:
+            store.delete(parts[0])
+            self._send_json(200, {"id": parts[0], "type": "message_batch_deleted"})
+        elif method == "POST" and parts[1:] == ["cancel"]:
+            store.cancel(parts[0], emulator._batch_run())
+            self._send_json(200, store.view(parts[0], base_url))
+        elif method == "GET" and parts[1:] == ["results"]:
+            lines = "".join(json.dumps(result) + "\n" for result in store.results(parts[0]))
+            self._send_json(200, None, raw=lines.encode(), content_type="application/x-jsonl")
+        else:
+            raise ApiError(404, "Not Found")
+
     def _control(self, method: str, path: str, raw: bytes) -> None:
         emulator = self.emulator
         if method == "GET" and path == "/_emulator/billed":
@@ -437,6 +529,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "DELETE" and path == "/_emulator/faults":
             emulator.clear_faults()
             self._send_json(200, {"ok": True})
+        elif method == "PUT" and path.startswith("/_emulator/files/"):
+            emulator.files[unquote(path[len("/_emulator/files/") :])] = raw
+            self._send_json(200, {"ok": True, "bytes": len(raw)})
+        elif method == "POST" and path == "/_emulator/batches/end":
+            self._send_json(200, {"ended": emulator.end_batches()})
+        elif method == "POST" and path == "/_emulator/batches/hold":
+            payload = json.loads(raw or b"null")
+            if not isinstance(payload, Mapping) or not isinstance(payload.get("hold"), bool):
+                raise ApiError(400, 'expected {"hold": true} or {"hold": false}')
+            emulator.hold_batches = payload["hold"]
+            self._send_json(200, {"hold": emulator.hold_batches})
         else:
             raise ApiError(404, f"no control endpoint {method} {path}")
 
@@ -456,11 +559,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
 
     def _send_json(
-        self, status: int, payload: Any, *, raw: bytes | None = None, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        payload: Any,
+        *,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
     ) -> None:
         body = raw if raw is not None else json.dumps(payload).encode()
         self.send_response(status, _REASONS.get(status))
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("request-id", self.request_id)
         for name, value in (headers or {}).items():
