@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -17,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pytest_costguard.emulator as emulator_package
 from pytest_costguard import cli
 from pytest_costguard.emulator import (
     CACHE_MINIMUMS,
@@ -747,3 +750,66 @@ def test_cli_errors_exit_2_without_traceback(capsys: pytest.CaptureFixture[str])
     assert "Traceback" not in captured.err
     assert "invalid int value: 'not-a-port'" in captured.err
     assert "usage: costguard serve" in captured.out
+
+
+def test_python_dash_m_serves_the_emulator() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest_costguard.emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        match = re.fullmatch(r"costguard emulator listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        with anthropic.Anthropic(base_url=match.group(1), api_key="k", max_retries=0) as sdk:
+            assert sdk.messages.count_tokens(model=MODEL, messages=HELLO).input_tokens == 6
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert "Traceback" not in stderr
+
+
+# --- layout ------------------------------------------------------------------------------------------------
+
+# Lowest first: a module may import only the ones before it (see the package docstring).
+LAYERS = [
+    "errors", "wire", "media", "cache", "validation", "tools", "tokens", "replies", "faults", "batches",
+    "server", "cli", "__main__",
+]
+
+
+def test_every_public_name_is_importable_from_the_package() -> None:
+    missing = [name for name in emulator_package.__all__ if not hasattr(emulator_package, name)]
+    assert missing == []
+    # What the rest of the package and the docs import from it.
+    for name in ("Emulator", "main", "validate_request", "count_input_tokens", "make_fault", "Fault", "ApiError"):
+        assert name in emulator_package.__all__
+    assert emulator_package.Emulator.__module__ == "pytest_costguard.emulator.server"
+
+
+def test_imports_inside_the_emulator_point_one_way() -> None:
+    folder = Path(emulator_package.__file__).parent
+    modules = {path.stem for path in folder.glob("*.py")} - {"__init__"}
+    assert modules <= set(LAYERS), f"place {sorted(modules - set(LAYERS))} in LAYERS"
+    for module in modules:
+        tree = ast.parse((folder / f"{module}.py").read_text(encoding="utf-8"))
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is not None
+        }
+        for name in imported:
+            assert LAYERS.index(name) < LAYERS.index(module), f"{module} imports {name}, which sits above it"
+
+
+def test_the_emulator_imports_neither_pytest_nor_anthropic() -> None:
+    probe = (
+        "import sys, pytest_costguard.emulator, pytest_costguard.emulator.cli; "
+        "print(sorted(m for m in ('pytest', 'anthropic', 'genai_prices') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
