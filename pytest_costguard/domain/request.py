@@ -7,6 +7,7 @@ skipped, never raised on: the plugin meters whatever bodies the code under test 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -90,15 +91,20 @@ def blocks(body: Mapping[str, Any]) -> Iterator[Block]:
 
 
 def block_text(block: Any) -> str:
-    """The text a block carries: text blocks, tool results' text, and plain-text documents."""
+    """The text a block carries: text and thinking blocks, tool calls (name and input), tool results' text,
+    and plain-text documents."""
     if isinstance(block, str):
         return block
     if not isinstance(block, Mapping):
         return ""
     kind = block.get("type")
-    if kind == "text":
-        text = block.get("text")
+    if kind in ("text", "thinking"):
+        text = block.get(kind)
         return text if isinstance(text, str) else ""
+    if kind in ("tool_use", "server_tool_use"):
+        name = block.get("name")
+        arguments = json.dumps(block.get("input", {}), ensure_ascii=False, separators=(",", ":"), default=str)
+        return (name if isinstance(name, str) else "") + arguments
     if kind == "tool_result":
         return content_text(block.get("content"))
     if kind == "document":

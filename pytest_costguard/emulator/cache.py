@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from ..core.caching import DEFAULT_MINIMUMS, min_cacheable_tokens
+from ..domain.request import MAX_BREAKPOINTS
 from .errors import ApiError
 
 __all__ = [
@@ -35,7 +36,7 @@ CACHE_MINIMUMS = DEFAULT_MINIMUMS
 """Minimum cacheable prompt length in tokens, by model-name prefix (the longest matching prefix wins)."""
 DEFAULT_CACHE_MINIMUM = DEFAULT_MINIMUMS.default
 
-MAX_BREAKPOINTS = 4
+
 TTL_SECONDS: Mapping[str, float] = {"5m": 300.0, "1h": 3600.0}
 """How long an entry lives after its last write or read, by `cache_control.ttl`."""
 

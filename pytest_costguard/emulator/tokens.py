@@ -13,6 +13,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
+from ..domain.request import block_text, content_text
 from .cache import Segment, mark_breakpoints, ttl_of
 from .errors import ApiError
 from .media import (
@@ -45,32 +46,8 @@ def ceil4(size: int) -> int:
     return -(-size // 4)
 
 
-def text_of(value: Any) -> str:
-    """Return the text a content value carries (a string or a list of blocks)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "".join(_block_text(block) for block in value if isinstance(block, Mapping))
-    return ""
-
-
-def _block_text(block: Mapping[str, Any]) -> str:
-    kind = block.get("type")
-    if kind == "text":
-        return str(block.get("text", ""))
-    if kind in ("tool_use", "server_tool_use"):
-        return str(block.get("name", "")) + compact(block.get("input", {}))
-    if kind == "tool_result":
-        return text_of(block.get("content", ""))
-    if kind == "thinking":
-        return str(block.get("thinking", ""))
-    if kind == "document":
-        source = block.get("source")
-        if isinstance(source, Mapping) and source.get("type") == "text":
-            return str(source.get("data", ""))
-        if isinstance(source, Mapping) and source.get("type") == "content":
-            return text_of(source.get("content", ""))
-    return ""
+text_of = content_text
+"""The text a content value carries (`domain.request.content_text`)."""
 
 
 def _block_tokens(block: Mapping[str, Any], where: str, files: Files) -> tuple[int, int]:
@@ -81,7 +58,7 @@ def _block_tokens(block: Mapping[str, Any], where: str, files: Files) -> tuple[i
     source = block.get("source")
     if kind == "document" and not (isinstance(source, Mapping) and source.get("type") in ("text", "content")):
         return _document_tokens(source, where, files), 0
-    size = len(_block_text(block).encode("utf-8"))
+    size = len(block_text(block).encode("utf-8"))
     media = 0
     inner = block.get("content") if kind == "tool_result" else None
     if kind == "document" and isinstance(source, Mapping):
