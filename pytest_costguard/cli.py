@@ -40,7 +40,12 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(run=_serve, passthrough=True)
 
 
-def _write_outputs(report: dict[str, Any], outputs: list[tuple[str, str | None, tuple[str, ...]]]) -> None:
+def _write_outputs(
+    report: dict[str, Any],
+    outputs: list[tuple[str, str | None, tuple[str, ...]]],
+    *,
+    history: list[dict[str, Any]] | None = None,
+) -> None:
     """Write a report to each (flag, path, allowed suffixes) given, naming the flag when it fails."""
     from .reports.model import ReportError, write_report
 
@@ -50,9 +55,13 @@ def _write_outputs(report: dict[str, Any], outputs: list[tuple[str, str | None, 
         if not path.lower().endswith(suffixes):
             raise CommandError(f"{flag}: {path!r} must end in {' or '.join(suffixes)}")
         try:
-            write_report(report, path)
+            write_report(report, path, history=history)
         except (ReportError, OSError) as exc:
             raise CommandError(f"{flag}: cannot write {path}: {exc}") from None
+
+
+def _html_output(args: argparse.Namespace) -> tuple[str, str | None, tuple[str, ...]]:
+    return ("--html", args.html, (".html", ".htm"))
 
 
 def _report(args: argparse.Namespace, rest: list[str]) -> int:
@@ -94,7 +103,10 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
                 )
     except (LedgerError, ReportError) as exc:
         raise CommandError(str(exc)) from None
-    _write_outputs(report, [("--json", args.json, (".json",)), ("--md", args.md, (".md", ".markdown"))])
+    _write_outputs(
+        report,
+        [("--json", args.json, (".json",)), ("--md", args.md, (".md", ".markdown")), _html_output(args)],
+    )
     print(f"costguard report: {source}")
     for line in [*terminal_lines(report), *notes]:
         print(line)
@@ -113,6 +125,7 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("source", metavar="LEDGER", help="a --llm-ledger file (or a JSON report)")
     parser.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
     parser.add_argument("--md", metavar="OUT", help="also write the report as Markdown to OUT")
+    parser.add_argument("--html", metavar="OUT", help="also write the report as a self-contained HTML page to OUT")
     parser.set_defaults(run=_report)
 
 
@@ -131,8 +144,19 @@ def _merge(args: argparse.Namespace, rest: list[str]) -> int:
         merged = merge_reports(reports, sources=args.reports, budget=budget)
     except ReportError as exc:
         raise CommandError(str(exc)) from None
+    for flag, path, suffixes in (("-o", args.output, (".json", ".md", ".markdown")), _html_output(args)):
+        # Checked before the history is appended to, so a typo in a path does not record the run.
+        if path is not None and not path.lower().endswith(suffixes):
+            raise CommandError(f"{flag}: {path!r} must end in {' or '.join(suffixes)}")
+    history = _append_history(merged, args.history) if args.history is not None else None
     _write_outputs(
-        merged, [("-o", args.output, (".json", ".md", ".markdown")), ("--md", args.md, (".md", ".markdown"))]
+        merged,
+        [
+            ("-o", args.output, (".json", ".md", ".markdown")),
+            ("--md", args.md, (".md", ".markdown")),
+            _html_output(args),
+        ],
+        history=history,
     )
     print(
         f"costguard merge: {len(reports)} reports, {len(merged['tests'])} tests, "
@@ -158,13 +182,72 @@ def _add_merge(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--budget", metavar="USD", help="the whole run's budget, e.g. 5.00")
     parser.add_argument("-o", "--output", metavar="OUT", help="write the merged report to OUT (.json or .md)")
     parser.add_argument("--md", metavar="OUT", help="also write the merged report as Markdown to OUT")
+    parser.add_argument("--html", metavar="OUT", help="also write the merged report as an HTML page to OUT")
+    parser.add_argument(
+        "--history", metavar="PATH", help="append the merged run to this history file (the HTML page shows the trend)"
+    )
     parser.set_defaults(run=_merge)
+
+
+def _append_history(report: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """Append a merged run to a history file and return the history (warnings on stderr)."""
+    from .reports.history import HistoryError, append_history, git_revision, history_entry, read_history
+
+    try:
+        append_history(path, history_entry(report, revision=git_revision()))
+        entries, warnings = read_history(path)
+    except (OSError, HistoryError) as exc:
+        raise CommandError(f"--history: cannot append to {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    for warning in warnings:
+        print(f"costguard: warning: {warning}", file=sys.stderr)
+    return entries
+
+
+def _history(args: argparse.Namespace, rest: list[str]) -> int:
+    """Print the cost trend of a history file (--llm-history), and render it as HTML with --html."""
+    from .reports.history import HistoryError, read_history, trend_lines
+
+    if args.html is not None and not args.html.lower().endswith((".html", ".htm")):
+        raise CommandError(f"--html: {args.html!r} must end in .html")
+    try:
+        entries, warnings = read_history(args.path)
+    except HistoryError as exc:
+        raise CommandError(str(exc)) from None
+    for warning in warnings:
+        print(f"costguard: warning: {warning}", file=sys.stderr)
+    if args.html is not None:
+        from pathlib import Path
+
+        from .reports.html import render_history_html
+
+        try:
+            Path(args.html).write_text(render_history_html(entries, source=args.path), encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"--html: cannot write {args.html}: {exc.strerror or exc}") from None
+    print(f"costguard history: {args.path}")
+    for line in trend_lines(entries, last=args.last):
+        print(line)
+    return 0
+
+
+def _add_history(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `costguard history`."""
+    parser = subparsers.add_parser(
+        "history",
+        help="print the cost trend of a history file (--llm-history); --html renders it as a page",
+        description="Print the total and the most expensive tests over the last runs of a cost history.",
+    )
+    parser.add_argument("path", metavar="PATH", help="a --llm-history file (one JSON line per run)")
+    parser.add_argument("--html", metavar="OUT", help="also render the trend as a self-contained HTML page")
+    parser.add_argument("--last", metavar="N", type=int, default=10, help="runs to print (default 10)")
+    parser.set_defaults(run=_history)
 
 
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _add_serve,
     _add_report,
     _add_merge,
+    _add_history,
 )
 
 

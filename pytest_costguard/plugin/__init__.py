@@ -141,6 +141,8 @@ class CostguardSession:
         self.marks: dict[str, LlmMarks] = {}
         self.report: dict[str, Any] | None = None
         self.write_errors: list[str] = []
+        self.warnings: list[str] = []
+        """Problems that do not fail the run (a history line skipped), shown in the terminal summary."""
         self.simulated = False
         """Costs come from the emulator (the `llm_emulator` fixture was used)."""
         self._prices: PriceBook | None = settings.prices
@@ -252,7 +254,7 @@ class CostguardSession:
             return  # an xdist worker sends its spend to the controller (xdist.py), which reports for the run
         run = self.run
         run.finish()
-        if not (run.happened or self.settings.reports or self.baseline):
+        if not (run.happened or self.settings.reports or self.baseline or self.settings.history):
             return  # no call, nothing asked for: an idle suite pays nothing here
         for labels in self.config.hook.pytest_costguard_report_labels(config=self.config):
             run.labels.update(labels or {})
@@ -274,11 +276,12 @@ class CostguardSession:
     def _write_reports(self, report: dict[str, Any]) -> list[str]:
         from ..reports.model import render_markdown, write_report
 
-        errors = []
+        errors: list[str] = []
+        history = self._record_history(report, errors)
         for path in self.settings.reports:
             target = user_path(self.config, "llm_report", path)
             try:
-                write_report(report, target)
+                write_report(report, target, history=history)
             except OSError as exc:
                 errors.append(f"--llm-report: cannot write {str(target)!r}: {exc.strerror or exc}")
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -289,6 +292,24 @@ class CostguardSession:
             except OSError as exc:
                 errors.append(f"GITHUB_STEP_SUMMARY: cannot append to {summary!r}: {exc.strerror or exc}")
         return errors
+
+    def _record_history(self, report: dict[str, Any], errors: list[str]) -> list[dict[str, Any]] | None:
+        """Append this run to --llm-history; return the history for an HTML report's trend (None if not wanted)."""
+        if self.settings.history is None:
+            return None
+        from ..reports.history import HistoryError, append_history, git_revision, history_entry, read_history
+
+        target = user_path(self.config, "llm_history", self.settings.history)
+        try:
+            append_history(target, history_entry(report, revision=git_revision(self.config.rootpath)))
+            if not any(p.lower().endswith((".html", ".htm")) for p in self.settings.reports):
+                return None
+            entries, warnings = read_history(target)
+        except (OSError, HistoryError) as exc:
+            errors.append(f"--llm-history: cannot append to {str(target)!r}: {getattr(exc, 'strerror', None) or exc}")
+            return None
+        self.warnings.extend(warnings)
+        return entries
 
     def _compare_with_baseline(self, report: dict[str, Any]) -> BaselineComparison | None:
         """Compare with --llm-baseline, putting the result into the report (JSON and Markdown)."""
@@ -306,6 +327,8 @@ class CostguardSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for error in self.write_errors:
             terminalreporter.write_line(f"pytest-costguard: {error}", red=True, bold=True)
+        for warning in self.warnings:
+            terminalreporter.write_line(f"pytest-costguard: warning: {warning}", yellow=True)
         report = self.report
         comparison = self.baseline_comparison
         if report is None or not (report["calls"] or report["refused_calls"] or comparison is not None):

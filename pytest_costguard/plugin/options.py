@@ -21,8 +21,8 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
     ("llm_route_map", None, "", "explicit routing, one 'requested = sent' per line", "linelist", []),
     ("llm_cache", "--llm-cache", "MODE", "prompt caching of recurring long system prompts: off (default), auto",
      "string", None),
-    ("llm_report", "--llm-report", "PATH", "write the cost report to PATH (.json or .md); repeatable", "linelist",
-     []),
+    ("llm_report", "--llm-report", "PATH", "write the cost report to PATH (.json, .md or .html); repeatable",
+     "linelist", []),
     ("llm_prices", None, "", "price overrides, 'model = input=N output=N [cache_write=N cache_read=N]' per line, "
      "USD per million tokens", "linelist", []),
     ("llm_baseline", "--llm-baseline", "PATH", "compare this run's costs with an earlier JSON report", "string",
@@ -33,6 +33,8 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
      "ignore baseline increases below this many USD (default 0.01)", "string", None),
     ("llm_ledger", "--llm-ledger", "PATH", "keep the session budget in this SQLite file, every settled call on "
      "disk at once (read it with `costguard report PATH`)", "string", None),
+    ("llm_history", "--llm-history", "PATH", "append this run's costs to a history file (one JSON line per run); "
+     "the HTML report shows the trend", "string", None),
 )
 
 

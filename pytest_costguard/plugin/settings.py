@@ -73,7 +73,7 @@ class Settings:
     cache: CacheMode = "off"
     """Prompt caching of recurring long system prompts."""
     reports: tuple[str, ...] = ()
-    """Report paths (.json, .md)."""
+    """Report paths (.json, .md, .html)."""
     prices: PriceBook | None = None
     """Price source with the user's overrides; None when none were given (genai-prices as it is)."""
     baseline: str | None = None
@@ -84,6 +84,8 @@ class Settings:
     """Increases smaller than this many dollars are ignored."""
     ledger: str | None = None
     """An SQLite ledger file: the session's budget is kept there, durably (else in memory)."""
+    history: str | None = None
+    """A cost history file: one JSON line is appended per run (the HTML report shows the trend)."""
 
 
 Getter = Callable[[str], tuple[object, str]]
@@ -157,8 +159,8 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
     reports_raw, src = _raw(get, "llm_report")
     reports = tuple(p.strip() for p in (reports_raw or "").splitlines() if p.strip())
     for path in reports:
-        if not path.lower().endswith((".json", ".md", ".markdown")):
-            raise SettingsError(f"{src}: {path!r} must end in .json or .md")
+        if not path.lower().endswith((".json", ".md", ".markdown", ".html", ".htm")):
+            raise SettingsError(f"{src}: {path!r} must end in .json, .md or .html")
 
     baseline_raw, _ = _raw(get, "llm_baseline")
     fail_raw, src = _raw(get, "llm_baseline_fail")
@@ -166,6 +168,7 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
     floor_raw, src = _raw(get, "llm_baseline_floor")
     floor = Decimal("0.01") if floor_raw is None else parse_usd(floor_raw, source=src)
     ledger_raw, _ = _raw(get, "llm_ledger")
+    history_raw, _ = _raw(get, "llm_history")
 
     return Settings(
         budget=budget,
@@ -178,6 +181,7 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
         baseline_fail_pct=fail_pct,
         baseline_floor=floor,
         ledger=ledger_raw.strip() if ledger_raw else None,
+        history=history_raw.strip() if history_raw else None,
     )
 
 

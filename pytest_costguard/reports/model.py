@@ -18,6 +18,7 @@ from ..domain.money import format_usd, usd_to_json
 from ..domain.records import CostRecord, Refusal, record_to_dict, refusal_to_dict
 
 __all__ = [
+    "REPORT_SUFFIXES",
     "SCHEMA",
     "ReportError",
     "build_report",
@@ -253,15 +254,29 @@ def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
     return out
 
 
-def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write a report as JSON (`.json`) or Markdown (`.md`), atomically."""
+REPORT_SUFFIXES = (".json", ".md", ".markdown", ".html", ".htm")
+"""What a report path may end in: its suffix picks the format."""
+
+
+def write_report(
+    report: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    history: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
+    """Write a report as JSON (`.json`), Markdown (`.md`) or HTML (`.html`, with the trend of `history`), atomically."""
     target = Path(path)
-    if target.suffix.lower() == ".json":
+    suffix = target.suffix.lower()
+    if suffix == ".json":
         text = json.dumps(report, separators=(",", ":")) + "\n"
-    elif target.suffix.lower() in (".md", ".markdown"):
+    elif suffix in (".md", ".markdown"):
         text = render_markdown(report)
+    elif suffix in (".html", ".htm"):
+        from .html import render_html
+
+        text = render_html(report, history=history)
     else:
-        raise ReportError(f"{target}: a report path must end in .json or .md")
+        raise ReportError(f"{target}: a report path must end in .json, .md or .html")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
