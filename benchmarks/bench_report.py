@@ -1,9 +1,14 @@
-"""Report: building and writing the JSON and Markdown reports of 10,000 tests and 50,000 calls.
+"""Report: building and writing the JSON, Markdown and HTML reports of 10,000 tests and 50,000 calls.
 
 Times what the plugin does at the end of a run: `build_report` from the records and outcomes, then
 `write_report` to a `.json` and to a `.md` path. The baseline, measured in the same run and alternated with
 it, is the irreducible part: the finished report serialized by the C JSON encoder (`json.dumps(report)`,
 compact) and written to a file, which any JSON report of this data costs. Medians of several rounds.
+
+`report.html`: `build_report` then `write_report` to a `.html` path (`--llm-report=r.html`), its time and
+the page's size, against the same floor. `report.html_browser` (only when a Chromium binary is installed;
+info): the page opened in headless Chromium, with the times its script records for the first render
+(JSON.parse, sort, one page of rows), a sort of the 50,000 calls by test id and a filter of them.
 
 Run: python benchmarks/bench_report.py [--quick]
 """
@@ -19,9 +24,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from _bench import figure, fmt_time, make_parser, median, time_alternating
+from _bench import REPO, figure, fmt_time, make_parser, median, time_alternating
 
 from pytest_costguard.core.tracking import CostRecord
+from pytest_costguard.reports.html import PAGE_ROWS
 from pytest_costguard.reports.model import build_report, write_report
 
 MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-6")
@@ -79,9 +85,18 @@ def main() -> int:
             (root / "floor.json").write_text(json.dumps(finished) + "\n", encoding="utf-8")
             return time.perf_counter() - start
 
-        variants: dict[str, Callable[[], float]] = {"ours": ours, "floor": floor}
+        def html() -> float:
+            start = time.perf_counter()
+            report = build_report(records, outcomes, budget=Decimal(100))
+            write_report(report, root / "report.html")
+            elapsed = time.perf_counter() - start
+            sizes["html"] = (root / "report.html").stat().st_size
+            return elapsed
+
+        variants: dict[str, Callable[[], float]] = {"ours": ours, "floor": floor, "html": html}
         times = time_alternating(variants, rounds)
         check: dict[str, Any] = json.loads((root / "report.json").read_text(encoding="utf-8"))
+        browser = None if quick else _browser_times(root / "report.html")
 
     assert len(check["calls"]) == calls and len(check["tests"]) == tests, "the report lost calls or tests"
     ours_t, floor_t = median(times["ours"]), median(times["floor"])
@@ -94,7 +109,52 @@ def main() -> int:
         target="< 1 s",
         quick=quick,
     )
+    html_t = median(times["html"])
+    figure(
+        "report.html",
+        f"{tests:,} tests, {calls:,} calls: build + write HTML ({sizes['html'] / 1e6:.2f} MB) {fmt_time(html_t)} "
+        f"vs compact json.dumps+write of the finished report {fmt_time(floor_t)}: ratio {html_t / floor_t:.2f} "
+        f"(medians of {rounds})",
+        met=html_t < 1.0 and sizes["html"] < 5_000_000,
+        target="< 1 s and < 5 MB",
+        quick=quick,
+    )
+    if browser is None:
+        figure("report.html_browser", "skipped: " + ("quick mode" if quick else "no Chromium binary installed"))
+    else:
+        figure(
+            "report.html_browser",
+            f"{calls:,} calls in headless Chromium: first render (JSON.parse + sort + one page of {PAGE_ROWS} rows) "
+            f"{browser['load']:.0f} ms; sort by test id {browser['sort']:.0f} ms; filter {browser['filter']:.0f} ms "
+            "(times the page's script records; info)",
+        )
     return 0
+
+
+def _browser_times(page: Path) -> dict[str, float] | None:
+    """Open the page in headless Chromium (if installed) and read the times its script recorded."""
+    import re
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from chromium import find_chromium, load
+
+    if find_chromium() is None:
+        return None
+
+    def attribute(dom: str, name: str) -> float:
+        found = re.search(rf'{name}="([0-9.]+)"', dom)
+        if found is None:
+            raise RuntimeError(f"the page recorded no {name}")
+        return float(found.group(1))
+
+    first = load(page, fragment="view=calls").dom
+    by_test = load(page, fragment="view=calls&sort=test&dir=asc").dom
+    filtered = load(page, fragment="view=calls&filter=test_case_42").dom
+    return {
+        "load": attribute(first, "data-load-ms"),
+        "sort": attribute(by_test, "data-render-ms"),
+        "filter": attribute(filtered, "data-render-ms"),
+    }
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ FIGURES = {
     "ledger.sqlite_floor_unsynced": False,
     "ledger.contention": True,
     "report.build_and_write": True,
+    "report.html": True,
     "overhead.inprocess": True,
     "overhead.inprocess.sdk_noop_middleware": False,
     "overhead.inprocess.passthrough": False,

@@ -59,12 +59,19 @@ def table_data(report: Mapping[str, Any]) -> dict[str, Any]:
     Strings (node ids, models, outcomes) are listed once and referred to by index; each test and each call is
     an array of numbers. A refused call is a call row flagged refused, with no model and no cost.
     """
-    names: list[str] = []
-    name_index: dict[str, int] = {}
+    return _digest(report)[0]
+
+
+_Pairs = dict[tuple[int, int], list[Any]]
+"""(requested model, billed model) -> [calls, input, cache write, cache read, output, [costs]]."""
+
+
+def _digest(report: Mapping[str, Any]) -> tuple[dict[str, Any], _Pairs, list[str]]:
+    """One pass over the calls: the table's data, and the totals per (requested, billed) model pair."""
+    names: list[str] = [t["nodeid"] for t in report["tests"]]
+    name_index = {nodeid: i for i, nodeid in enumerate(names)}
     models: list[str] = []
     model_index: dict[str, int] = {}
-    outcomes: list[str] = []
-    outcome_index: dict[str, int] = {}
 
     def name_of(nodeid: str | None) -> int:
         if nodeid is None:
@@ -82,56 +89,64 @@ def table_data(report: Mapping[str, Any]) -> dict[str, Any]:
             models.append(model)
         return found
 
-    per_test: dict[int, list[int]] = {}  # name -> [retries, refused, replayed]
+    retries_of: dict[int, int] = {}
+    refused_of: dict[int, int] = {}
+    replayed_of: dict[int, int] = {}
+    pairs: _Pairs = {}
     calls: list[list[Any]] = []
+    replay = False
     for call in report["calls"]:
-        name = name_of(call.get("nodeid"))
-        model = call["model"]
-        flags = (
-            (_ESTIMATED if call.get("estimated") else 0)
-            | (_STREAMED if call.get("streamed") else 0)
-            | (_REPLAYED if call.get("replayed") else 0)
-        )
-        retries = call.get("retries", 0)
-        calls.append(
-            [
-                name,
-                model_of(call.get("requested_model") or model),
-                model_of(model),
-                call["input_tokens"],
-                call["output_tokens"],
-                call.get("cache_creation_input_tokens", 0),
-                call.get("cache_read_input_tokens", 0),
-                call["cost_usd"],
-                retries,
-                flags,
-            ]
-        )
-        extra = per_test.get(name)
-        if extra is None:
-            extra = per_test[name] = [0, 0, 0]
-        extra[0] += retries
-        if flags & _REPLAYED:
-            extra[2] += 1
+        # The schema's fields by name; only `replayed` (newer reports) may be missing.
+        name = name_of(call["nodeid"])
+        billed = model_of(call["model"])
+        requested = model_of(call["requested_model"]) if call["requested_model"] else billed
+        flags = (_ESTIMATED if call["estimated"] else 0) | (_STREAMED if call["streamed"] else 0)
+        if "replayed" in call:
+            replay = True
+            if call["replayed"]:
+                flags |= _REPLAYED
+                replayed_of[name] = replayed_of.get(name, 0) + 1
+        retries = call["retries"]
+        if retries:
+            retries_of[name] = retries_of.get(name, 0) + retries
+        row = [
+            name,
+            requested,
+            billed,
+            call["input_tokens"],
+            call["output_tokens"],
+            call["cache_creation_input_tokens"],
+            call["cache_read_input_tokens"],
+            call["cost_usd"],
+            retries,
+            flags,
+        ]
+        calls.append(row)
+        pair = pairs.get((requested, billed))
+        if pair is None:
+            pair = pairs[requested, billed] = [0, 0, 0, 0, 0, []]
+        pair[0] += 1
+        pair[1] += row[3]
+        pair[2] += row[5]
+        pair[3] += row[6]
+        pair[4] += row[4]
+        pair[5].append(row[7])
     for refusal in report.get("refusals", ()):
         name = name_of(refusal.get("nodeid"))
         calls.append([name, -1, -1, 0, 0, 0, 0, 0, 0, _REFUSED, refusal.get("worst_case_usd", 0)])
-        extra = per_test.get(name)
-        if extra is None:
-            extra = per_test[name] = [0, 0, 0]
-        extra[1] += 1
+        refused_of[name] = refused_of.get(name, 0) + 1
+    outcomes: list[str] = []
+    outcome_index: dict[str, int] = {}
     tests: list[list[Any]] = []
-    for test in report["tests"]:
+    for i, test in enumerate(report["tests"]):
         outcome = test.get("outcome", "unknown")
         found = outcome_index.get(outcome)
         if found is None:
             found = outcome_index[outcome] = len(outcomes)
             outcomes.append(outcome)
-        name = name_of(test["nodeid"])
-        retries, refused, replayed = per_test.get(name, (0, 0, 0))
         tests.append(
             [
-                name,
+                i,
                 found,
                 test["cost_usd"],
                 test["calls"],
@@ -140,13 +155,12 @@ def table_data(report: Mapping[str, Any]) -> dict[str, Any]:
                 test.get("cache_creation_input_tokens", 0),
                 test.get("cache_read_input_tokens", 0),
                 test.get("estimated_calls", 0),
-                retries,
-                refused,
-                replayed,
+                retries_of.get(i, 0),
+                refused_of.get(i, 0),
+                replayed_of.get(i, 0),
             ]
         )
-    replay = any("replayed" in call for call in report["calls"])
-    return {
+    data = {
         "names": names,
         "models": models,
         "outcomes": outcomes,
@@ -155,6 +169,7 @@ def table_data(report: Mapping[str, Any]) -> dict[str, Any]:
         "replay": replay,
         "page_rows": PAGE_ROWS,
     }
+    return data, pairs, models
 
 
 def _embedded(data: Mapping[str, Any]) -> str:
@@ -301,30 +316,21 @@ def _top_tests(report: Mapping[str, Any]) -> str:
     )
 
 
-def _by_model(report: Mapping[str, Any]) -> str:
-    pairs: dict[tuple[str, str], list[Any]] = {}
-    for call in report["calls"]:
-        key = (call.get("requested_model") or call["model"], call["model"])
-        entry = pairs.get(key)
-        if entry is None:
-            entry = pairs[key] = [0, 0, 0, 0, 0, Decimal(0)]
-        entry[0] += 1
-        entry[1] += call["input_tokens"]
-        entry[2] += call.get("cache_creation_input_tokens", 0)
-        entry[3] += call.get("cache_read_input_tokens", 0)
-        entry[4] += call["output_tokens"]
-        entry[5] += Decimal(str(call["cost_usd"]))
+def _by_model(pairs: _Pairs, models: Sequence[str]) -> str:
     if not pairs:
         return '<section class="card" id="models"><h2>Cost by model</h2><p>No billed call.</p></section>'
-    total = sum((e[5] for e in pairs.values()), Decimal(0)) or Decimal(1)
+    # fsum: the correctly rounded sum of the calls' JSON amounts, with no float drift across thousands of calls.
+    costs = {key: Decimal(str(math.fsum(entry[5]))) for key, entry in pairs.items()}
+    total = sum(costs.values(), Decimal(0)) or Decimal(1)
     rows = []
-    for (requested, billed), (calls, inp, cw, cr, out, cost) in sorted(pairs.items(), key=lambda kv: -kv[1][5]):
+    for key, (calls, inp, cw, cr, out, _) in sorted(pairs.items(), key=lambda kv: (-costs[kv[0]], kv[0])):
+        requested, billed = models[key[0]], models[key[1]]
         route = _e(billed) if requested == billed else f"{_e(requested)} &rarr; <b>{_e(billed)}</b>"
-        share = float(cost / total) * 100
+        share = float(costs[key] / total) * 100
         rows.append(
             f"<tr><td>{route}</td><td class=num>{_int(calls)}</td><td class=num>{_int(inp)}</td>"
             f"<td class=num>{_int(cw)}</td><td class=num>{_int(cr)}</td><td class=num>{_int(out)}</td>"
-            f'<td class=num>{_e(format_usd(cost))}</td><td><span class="share" style="width:{share:.1f}%">'
+            f'<td class=num>{_e(format_usd(costs[key]))}</td><td><span class="share" style="width:{share:.1f}%">'
             f"</span> {share:.1f}%</td></tr>"
         )
     return (
@@ -435,16 +441,17 @@ def render_html(report: Mapping[str, Any], *, history: Sequence[Mapping[str, Any
                f"{len(report['calls']):,} calls, total {format_usd(report['total_cost_usd'])}"
     if simulated:
         subtitle += ": costs computed by the emulator, not billed by a provider"
+    data, pairs, models = _digest(report)
     body = "".join(
         (
             _gauge(report),
             _savings(report),
             _top_tests(report),
-            _by_model(report),
+            _by_model(pairs, models),
             _trend(history or ()),
             _refusals(report),
             _TABLE,
-            f'<script type="application/json" id="costguard-data">{_embedded(table_data(report))}</script>',
+            f'<script type="application/json" id="costguard-data">{_embedded(data)}</script>',
             f"<script>{_JS_MONEY}{_JS_TABLE}</script>",
         )
     )
@@ -558,6 +565,7 @@ function formatUsd(x) {
 _JS_TABLE = r"""
 (function () {
   "use strict";
+  var started = performance.now();
   var data = JSON.parse(document.getElementById("costguard-data").textContent);
   var names = data.names, models = data.models, outcomes = data.outcomes, PAGE = data.page_rows;
   var table = document.getElementById("rows"), thead = table.tHead, tbody = table.tBodies[0];
@@ -664,7 +672,7 @@ _JS_TABLE = r"""
     shownKey = key;
   }
   function render() {
-    var view = VIEWS[state.view];
+    var view = VIEWS[state.view], begun = performance.now();
     compute();
     var pages = Math.max(1, Math.ceil(shown.length / PAGE));
     if (state.page > pages) state.page = pages;
@@ -692,6 +700,8 @@ _JS_TABLE = r"""
     });
     if (filterBox.value !== state.filter) filterBox.value = state.filter;
     writeHash();
+    // How long the last filter, sort and page took (benchmarks/bench_report.py reads it).
+    table.setAttribute("data-render-ms", (performance.now() - begun).toFixed(1));
   }
   thead.addEventListener("click", function (ev) {
     var th = ev.target.closest("th");
@@ -726,6 +736,7 @@ _JS_TABLE = r"""
   window.addEventListener("hashchange", function () { state = readHash(); render(); });
   state = readHash();
   render();
+  document.body.setAttribute("data-load-ms", (performance.now() - started).toFixed(1));
   document.body.setAttribute("data-ready", "1");
 })();
 """
