@@ -366,7 +366,7 @@ def _trend(history: Sequence[Mapping[str, Any]]) -> str:
         if i in (0, len(runs) - 1) or len(runs) <= 8:
             x, _ = xy(i, 0)
             parts.append(f'<text x="{x:.1f}" y="{height - 10}" text-anchor="middle" class="tick">'
-                         f"{_e(str(run.get('time', ''))[5:10])}</text>")
+                         f"{_e(str(run.get('time', ''))[5:16].replace('T', ' '))}</text>")
     for k, (key, label, values) in enumerate(series):
         colour = "#0f172a" if key == "total" else _PALETTE[(k - 1) % len(_PALETTE)]
         points = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in enumerate(values)))
