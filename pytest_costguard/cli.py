@@ -7,6 +7,8 @@ the work; `main` turns every failure into a message on stderr and exit status 2,
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +34,7 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Register `costguard serve`."""
     parser = subparsers.add_parser(
         "serve",
-        help="serve a local stand-in for Anthropic's Messages API (see docs/offline.md)",
+        help="serve a local stand-in for Anthropic's Messages API (costguard serve --help)",
         description="Serve a local stand-in for Anthropic's Messages API.",
         # Options (--host, --port, -h) belong to the emulator's own parser, which receives them untouched.
         add_help=False,
@@ -172,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="costguard", description="Keep what a test suite spends on LLM APIs under a hard budget."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(subparsers)
@@ -195,10 +198,24 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`costguard report L | head -1`): stop quietly, as a writer killed by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Exception as exc:
         message = str(exc) if isinstance(exc, CommandError) else f"{type(exc).__name__}: {exc}"
         print(f"costguard: error: {message}", file=sys.stderr)
         return 2
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-costguard")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _command_names(parser: argparse.ArgumentParser) -> list[str]:

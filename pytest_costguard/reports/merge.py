@@ -6,6 +6,7 @@ Pure functions of reports (no pytest import), used by `costguard merge`. Money i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -69,7 +70,15 @@ def merge_reports(
         if len(seen) > 1:
             listed = ", ".join(f"{value!r} ({name})" for value, name in seen.items())
             raise ReportError(f"cannot merge reports with different {label}: {listed}")
+    seen_reports: dict[str, str] = {}
     for report, name in zip(reports, names, strict=True):
+        fingerprint = json.dumps(report, sort_keys=True, default=str)
+        if fingerprint in seen_reports:
+            raise ReportError(
+                f"{name} and {seen_reports[fingerprint]} are the same report: merging it twice would count its "
+                "spend twice"
+            )
+        seen_reports[fingerprint] = name
         try:
             _check_figures(report)
         except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
