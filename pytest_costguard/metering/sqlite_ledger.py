@@ -56,6 +56,7 @@ __all__ = [
     "LEDGER_SCHEMA",
     "LEDGER_VERSION",
     "LedgerError",
+    "LedgerRefusal",
     "LedgerSnapshot",
     "SqliteLedger",
     "read_ledger",
@@ -173,6 +174,10 @@ _INSERT_REFUSAL = (
 
 class LedgerError(Exception):
     """A ledger file that cannot be used: missing, not SQLite, not ours, another version, or stuck locked."""
+
+
+LedgerRefusal = Refusal
+"""The name of `domain.records.Refusal` here before 0.2 (its `amount` is now `worst_case_usd`)."""
 
 
 @dataclass(frozen=True, slots=True)
