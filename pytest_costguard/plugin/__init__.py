@@ -239,7 +239,8 @@ class CostguardSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # First, so the terminal, JUnit XML, --lf, -x and xdist all see the verdict.
-        if report.when == "call" and report.passed and self.run.started:
+        marks = self.marks.get(report.nodeid)
+        if report.when == "call" and report.passed and self.run.started and not (marks and marks.expect_refusal):
             refused = self.run.test_refusals(report.nodeid)
             if refused:
                 # The code under test swallowed the refusal; the test still broke its budget.
