@@ -73,13 +73,13 @@ def read_marks(
     expect_refusal = False
     if budget_mark is not None:
         source = f"@pytest.mark.llm_budget on {item.nodeid}"
-        kwargs = dict(budget_mark.kwargs)
-        expect_refusal = kwargs.pop("expect_refusal", False)
-        if set(kwargs) - {"usd"} or len(budget_mark.args) + len(kwargs) != 1 or not isinstance(expect_refusal, bool):
+        options = dict(budget_mark.kwargs)
+        expect_refusal = options.pop("expect_refusal", False)
+        if set(options) - {"usd"} or len(budget_mark.args) + len(options) != 1 or not isinstance(expect_refusal, bool):
             raise SettingsError(
                 f"{source}: takes the budget in USD and optionally expect_refusal=True, e.g. llm_budget(0.05)"
             )
-        raw = budget_mark.args[0] if budget_mark.args else kwargs["usd"]
+        raw = budget_mark.args[0] if budget_mark.args else options["usd"]
         budget = parse_usd(raw, source=source)
     model = None
     if model_mark is not None:
