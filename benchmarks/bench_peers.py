@@ -5,7 +5,11 @@ One process, one run: every variant makes the same `messages.create` through the
 them is only what each observer adds to a call. Variants (blocks of calls, interleaved, the order reversed
 every round; each figure is the median of its per-round ratios to bare, as `_bench.paired_ratio` takes it):
 
-- bare: a default client built before anything else is imported (bench_overhead's `make_client`).
+- bare: a default client built before anything else is imported (bench_overhead's `make_client`). Its
+  `open_telemetry` option is unset, so the SDK starts a (non-recording) span on the global, no-op tracer
+  for every call: that is what an unmetered user gets, and what every ratio here is taken against.
+- tracing_off: the same client with `open_telemetry=False` (info): what that no-op span costs the baseline,
+  and pytest-costguard's ratio against the SDK's fastest call.
 - pytest-costguard: bench_overhead's metered client (`metered_setup`), guard installed around its blocks.
 - anthropic_otel: the SDK's own OpenTelemetry spans (`open_telemetry={"tracer_provider": ...}`), into an
   opentelemetry-sdk `TracerProvider` with an in-memory exporter.
@@ -274,6 +278,7 @@ def main() -> int:
     bare = make_client()
     assert not bare.middleware, "the bare client must carry no middleware"
     probe(bare)
+    tracing_off = make_client(open_telemetry=False)
 
     variants: dict[str, Variant] = {}
     notes: dict[str, str] = {}  # peer key -> why it has no ratio
@@ -298,6 +303,7 @@ def main() -> int:
     blocks: dict[str, Callable[[], float]] = {
         "bare": call_block(bare, calls),
         "costguard": metered.block,
+        "tracing_off": call_block(tracing_off, calls),
         **{key: variant.block for key, variant in variants.items()},
     }
     times = time_alternating(blocks, rounds)
@@ -325,6 +331,12 @@ def main() -> int:
         met=ratio <= TARGET,
         target=f"<= {TARGET}",
         quick=quick,
+    )
+    figure(
+        "peers.tracing_off",
+        f"bare with open_telemetry=False {measured('tracing_off')}; against it, pytest-costguard's ratio is "
+        f"{paired_ratio(times['costguard'], times['tracing_off']):.3f} (info: the SDK's no-op span is in every "
+        "other figure's baseline)",
     )
     ratios = {"pytest-costguard": ratio}
     for peer in PEERS:

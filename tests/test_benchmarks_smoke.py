@@ -34,7 +34,7 @@ FIGURES = {
     "money.breakdown": False,
 }
 # bench_peers.py runs only where a peer package is installed (run_all.py skips it otherwise): its figures.
-PEER_FIGURES = {"peers.costguard": True, "peers.ranking": False}
+PEER_FIGURES = {"peers.costguard": True, "peers.tracing_off": False, "peers.ranking": False}
 # One line each, a ratio or why there is none ("not installed", "does not work here: ...", skipped when quick).
 PEER_LINES = (
     "peers.anthropic_otel",
