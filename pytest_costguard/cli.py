@@ -61,7 +61,7 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
     """Print (and write) the cost report of a ledger, e.g. one a killed run left, or of a JSON report."""
     from .domain.money import format_usd
     from .metering.sqlite_ledger import LedgerError, read_ledger
-    from .reports.model import ReportError, build_report, load_report, terminal_lines
+    from .reports.model import ReportError, build_report, load_report, terminal_lines, verdict_lines
 
     source: str = args.source
     try:
@@ -100,8 +100,8 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
     print(f"costguard report: {source}")
     for line in [*terminal_lines(report), *notes]:
         print(line)
-    if report["budget_exceeded"]:
-        print("LLM BUDGET EXCEEDED: calls were refused by the session budget")
+    for line in verdict_lines(report):
+        print(line)
     return 0
 
 

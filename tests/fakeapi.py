@@ -28,6 +28,8 @@ class FakeAPI:
         self.errors: list[int] = []
         self.cut_streams = False
         self.physical = True
+        self.answer_model: str | None = None
+        """Answer as this model whatever was asked (a gateway that substitutes another model)."""
         self._lock = threading.Lock()
 
     # -- the handler ---------------------------------------------------------------------------------------
@@ -51,6 +53,8 @@ class FakeAPI:
         if self.physical:
             usage["input_tokens"] = min(usage.get("input_tokens", 0), text_bytes)
         usage["output_tokens"] = min(usage.get("output_tokens", 0), body.get("max_tokens", 10**9))
+        if self.answer_model is not None:
+            body = {**body, "model": self.answer_model}
         if body.get("stream"):
             return self._stream(body, usage)
         self._bill(body["model"], usage)

@@ -236,7 +236,10 @@ def test_a_configured_price_makes_an_unknown_model_usable(fake_pytester: pytest.
     assert _report(fake_pytester)["total_cost_usd"] == 0.03
 
 
-def test_an_unknown_model_without_a_price_is_refused_before_sending(fake_pytester: pytest.Pytester) -> None:
+def test_under_a_budget_an_unknown_model_without_a_price_is_refused_before_sending(
+    fake_pytester: pytest.Pytester,
+) -> None:
+    # Without a budget such a call is sent and recorded unpriced (tests/test_hard_cap.py).
     _suite(
         fake_pytester,
         """
@@ -246,7 +249,7 @@ def test_x():
     assert API.requests == []
 """,
     )
-    fake_pytester.runpytest().assert_outcomes(passed=1)
+    fake_pytester.runpytest("--llm-budget=1").assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize(

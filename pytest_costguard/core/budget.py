@@ -20,16 +20,20 @@ worst case fits in what is left of the budget. Its assumptions, documented in do
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
 from ..domain.money import format_usd
+from ..domain.records import CostRecord
 from .pricing import PriceBook, Rates, default_price_book
 
 __all__ = [
     "BudgetExceededError",
+    "Overspend",
+    "find_overspend",
     "input_token_bound",
     "worst_case_cost",
 ]
@@ -95,6 +99,55 @@ def _rebuild_budget_error(
     spent: Decimal, limit: Decimal, requested: Decimal | None, scope: str, reserved: Decimal
 ) -> BudgetExceededError:
     return BudgetExceededError(spent, limit, requested, scope=scope, reserved=reserved)
+
+
+@dataclass(frozen=True, slots=True)
+class Overspend:
+    """Settled spend over a budget: the cap's assumptions failed for some call (a pricier model answered,
+    usage the bound did not foresee)."""
+
+    scope: str
+    """Which budget: "session" or "test <nodeid>"."""
+    limit: Decimal
+    """The budget, USD."""
+    spent: Decimal
+    """What was settled against it, USD."""
+    call_index: int
+    """The position, among the records given, of the call whose settlement first went over."""
+    call: CostRecord
+    """That call."""
+
+    @property
+    def over(self) -> Decimal:
+        """How far the settled spend is over the budget, USD."""
+        return self.spent - self.limit
+
+    def describe(self) -> str:
+        """Say what overran, for a test failure or the terminal summary."""
+        call = self.call
+        asked = f" (asked for {call.requested_model})" if call.requested_model not in (None, call.model) else ""
+        reserved = f", {format_usd(call.reserved_usd)} reserved" if call.reserved_usd is not None else ""
+        where = f" in {call.tag}" if call.tag is not None and not self.scope.startswith("test ") else ""
+        return (
+            f"LLM {self.scope} budget overspent: {format_usd(self.spent)} settled of {format_usd(self.limit)}, "
+            f"{format_usd(self.over)} over; the call that went over{where} was answered by {call.model}{asked} "
+            f"and cost {format_usd(call.cost_usd)}{reserved}"
+        )
+
+
+def find_overspend(records: Iterable[CostRecord], limit: Decimal | None, scope: str) -> Overspend | None:
+    """Return how `records` (in settlement order) went over `limit`, or None when they stayed within it."""
+    if limit is None:
+        return None
+    spent = Decimal(0)
+    first: tuple[int, CostRecord] | None = None
+    for index, record in enumerate(records):
+        spent += record.cost_usd
+        if first is None and spent > limit:
+            first = (index, record)
+    if first is None:
+        return None
+    return Overspend(scope, limit, spent, first[0], first[1])
 
 
 def _walk_blocks(value: Any, counts: dict[str, int]) -> None:

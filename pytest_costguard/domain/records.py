@@ -130,6 +130,9 @@ class CostRecord:
     """What the same tokens would have cost with no prompt caching (for caching savings)."""
     reserved_usd: Decimal | None = None
     """The worst case reserved before sending: a real cost above it means the bound's assumptions failed."""
+    unpriced: bool = False
+    """No price was known for the billed model (only possible without a budget): `cost_usd` is 0, or the
+    admitted model's price standing in when the response named an unknown model."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.cost_usd, Decimal):
@@ -180,7 +183,7 @@ def record_from_dict(data: Mapping[str, Any]) -> CostRecord:
     for name in MONEY_FIELDS:
         if values.get(name) is not None:
             values[name] = usd_from_json(values[name])
-    for name in ("streamed", "estimated"):
+    for name in ("streamed", "estimated", "unpriced"):
         if name in values:
             values[name] = bool(values[name])
     return CostRecord(**values)

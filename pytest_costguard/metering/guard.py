@@ -50,8 +50,9 @@ class Ticket:
     streamed: bool
     retries: int
     holds: list[tuple[Ledger, Reservation]]
-    rates: Rates
-    """The prices the attempt was admitted at (the model's, standard tier, `fast` or not)."""
+    rates: Rates | None
+    """The prices the attempt was admitted at (the model's, standard tier, `fast` or not); None when no price
+    is known for the model and no budget applies (the call is metered unpriced)."""
     fast: bool
     done: bool = False
 
@@ -87,7 +88,8 @@ class CostGuard:
         """Route and admit one attempt; return its ticket and the body to send.
 
         Raises `BudgetExceededError` (nothing is sent) when its worst case does not fit a budget, and
-        `UnknownModelPrice` when the model it would go to has no known price.
+        `UnknownModelPrice` when the model it would go to has no known price and a budget applies: without a
+        budget such a call is sent and recorded unpriced, since observing must never break a test.
         """
         scope = self.scope
         config = self.config
@@ -104,8 +106,14 @@ class CostGuard:
         if config.auto_cache:
             body = self._maybe_cache(body)
         fast = body.get("speed") == "fast"
-        rates = config.prices.rates(model, fast=fast)
-        worst = worst_case_from_rates(body, rates)
+        rates: Rates | None
+        try:
+            rates = config.prices.rates(model, fast=fast)
+        except UnknownModelPrice:
+            if self.ledger.limit is not None or scope.budget is not None:
+                raise  # a budget cannot bound a call it cannot price
+            rates = None
+        worst = worst_case_from_rates(body, rates) if rates is not None else _ZERO
         holds: list[tuple[Ledger, Reservation]] = []
         try:
             test_ledger = self.test_ledger(scope)
@@ -187,22 +195,28 @@ class CostGuard:
         billed_model = model or ticket.model
         at_requested: Decimal | None
         uncached: Decimal | None
+        unpriced = False
         if usage is None:
             # Billed, but how much is unknown: charge the worst case it was admitted for.
             usage, cost, estimated, at_requested, uncached = _NO_USAGE, ticket.worst_case, True, None, None
+            unpriced = ticket.rates is None
         else:
             prices = self.config.prices
             priced_as_billed = True
             try:
-                if billed_model == ticket.model and usage.fast == ticket.fast and not usage.batch:
+                if ticket.rates is not None and billed_model == ticket.model and usage.fast == ticket.fast and not (
+                    usage.batch
+                ):
                     cost = ticket.rates.cost(usage)  # billed as admitted (most calls): no second price lookup
                 else:
                     cost = prices.cost(usage, billed_model)
             except UnknownModelPrice:
                 # The response names a model we cannot price (an unexpected alias): bill it at the model we
-                # admitted it for, whose price we know.
-                cost = prices.cost(usage, ticket.model)
+                # admitted it for, whose price we know; with no price for that either (no budget applied),
+                # record it unpriced at $0.
+                cost = prices.cost(usage, ticket.model) if ticket.rates is not None else _ZERO
                 priced_as_billed = False
+                unpriced = True
             cached = usage.cache_write_5m_tokens or usage.cache_write_1h_tokens or usage.cache_read_input_tokens
             # Unrouted and uncached calls (most calls) cost the same in the counterfactuals: don't price them again.
             at_requested = (
@@ -229,6 +243,7 @@ class CostGuard:
             cost_at_requested_usd=at_requested,
             cost_uncached_usd=uncached,
             reserved_usd=ticket.worst_case,
+            unpriced=unpriced,
         )
         if not self._close(ticket, record):
             return record
@@ -282,6 +297,7 @@ class CostGuard:
 
 
 _NO_USAGE = Usage()
+_ZERO = Decimal(0)
 
 
 def _uncached(usage: Usage) -> Usage:

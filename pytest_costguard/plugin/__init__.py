@@ -139,6 +139,7 @@ class CostguardSession:
         self.baseline = baseline
         self.baseline_comparison: BaselineComparison | None = None
         self.marks: dict[str, LlmMarks] = {}
+        self._broke_budget: set[str] = set()
         self.report: dict[str, Any] | None = None
         self.write_errors: list[str] = []
         self.simulated = False
@@ -212,6 +213,7 @@ class CostguardSession:
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
         marks = self.marks.get(item.nodeid) or self._marks(item)
         scope = Scope(tag=item.nodeid, budget=marks.budget, pinned_model=marks.model)
+        self.run.set_test_budget(item.nodeid, marks.budget)
         # The context variable charges this test's own calls; the fallback, threads that carry no context.
         self._set_fallback(scope)
         try:
@@ -239,14 +241,29 @@ class CostguardSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # First, so the terminal, JUnit XML, --lf, -x and xdist all see the verdict.
-        marks = self.marks.get(report.nodeid)
-        if report.when == "call" and report.passed and self.run.started and not (marks and marks.expect_refusal):
-            refused = self.run.test_refusals(report.nodeid)
-            if refused:
-                # The code under test swallowed the refusal; the test still broke its budget.
+        if report.when in ("call", "teardown") and report.passed and self.run.started:
+            marks = self.marks.get(report.nodeid)
+            verdict = self._budget_verdict(report.nodeid, report.when, bool(marks and marks.expect_refusal))
+            if verdict is not None:
                 report.outcome = "failed"
-                report.longrepr = "pytest-costguard: " + refused[0].message
+                report.longrepr = "pytest-costguard: " + verdict
         self.run.record_outcome(report.nodeid, report.when, report.outcome, xfail=hasattr(report, "wasxfail"))
+
+    def _budget_verdict(self, nodeid: str, when: str, expect_refusal: bool) -> str | None:
+        """Why a test that passed broke its own budget, once per test; None when it kept to it."""
+        if nodeid in self._broke_budget:
+            return None
+        refused = self.run.test_refusals(nodeid) if when == "call" and not expect_refusal else []
+        # A refusal the code under test swallowed (unless the test expects one); or settled spend over the
+        # test's budget, which expecting a refusal never excuses (the bound's assumptions failed: a pricier
+        # model answered, usage it did not foresee). Teardown catches the calls fixtures made after the test.
+        message = refused[0].message if refused else None
+        if message is None:
+            overspend = self.run.test_overspend(nodeid)
+            message = overspend.describe() if overspend is not None else None
+        if message is not None:
+            self._broke_budget.add(nodeid)
+        return message
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
@@ -311,7 +328,7 @@ class CostguardSession:
         comparison = self.baseline_comparison
         if report is None or not (report["calls"] or report["refused_calls"] or comparison is not None):
             return
-        from ..reports.model import terminal_lines
+        from ..reports.model import terminal_lines, verdict_lines
 
         title = "LLM cost (pytest-costguard)"
         if report.get("backend") == "emulator":
@@ -319,13 +336,8 @@ class CostguardSession:
         terminalreporter.write_sep("=", title)
         for line in terminal_lines(report):
             terminalreporter.write_line(line)
-        if report["budget_exceeded"]:
-            refused = sum(1 for r in report["refusals"] if r["scope"] == "session")
-            terminalreporter.write_line(
-                f"LLM BUDGET EXCEEDED: {refused} call(s) refused by the session budget (--llm-budget); the run fails.",
-                red=True,
-                bold=True,
-            )
+        for line in verdict_lines(report):
+            terminalreporter.write_line(line, red=True, bold=True)
         if comparison is not None:
             for line in comparison.terminal_lines():
                 failing = line.startswith("LLM COST REGRESSION")

@@ -99,6 +99,23 @@ def _raw(get: Getter, name: str) -> tuple[str | None, str]:
     return str(value), source
 
 
+def _given(get: Getter, name: str) -> tuple[str | None, str]:
+    """The raw value of a money or percentage setting: None only when it was not given at all.
+
+    An empty value given explicitly (`--llm-budget=`, what `--llm-budget=$UNSET` becomes; `llm_budget =` in the
+    ini file) is kept, so parsing refuses it: read as "no budget", it would turn a cap off without a word.
+    """
+    value, source = get(name)
+    if value is None:
+        return None, source
+    return str(value), source
+
+
+def _usd(get: Getter, name: str) -> Decimal | None:
+    raw, source = _given(get, name)
+    return None if raw is None else parse_usd(raw, source=source)
+
+
 def resolve_settings(get: Getter, *, extra_prices: Mapping[str, PriceOverride] | None = None) -> Settings:
     """Build `Settings` from raw values (CLI, else ini), validating each and naming its source on error.
 
@@ -111,10 +128,8 @@ def resolve_settings(get: Getter, *, extra_prices: Mapping[str, PriceOverride] |
 
 
 def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings:
-    budget_raw, src = _raw(get, "llm_budget")
-    budget = None if budget_raw is None else parse_usd(budget_raw, source=src)
-    per_test_raw, src = _raw(get, "llm_budget_per_test")
-    per_test = None if per_test_raw is None else parse_usd(per_test_raw, source=src)
+    budget = _usd(get, "llm_budget")
+    per_test = _usd(get, "llm_budget_per_test")
 
     mode_raw, src = _raw(get, "llm_route")
     cheap_raw, cheap_src = _raw(get, "llm_cheap_model")
@@ -161,10 +176,9 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
             raise SettingsError(f"{src}: {path!r} must end in .json or .md")
 
     baseline_raw, _ = _raw(get, "llm_baseline")
-    fail_raw, src = _raw(get, "llm_baseline_fail")
+    fail_raw, src = _given(get, "llm_baseline_fail")
     fail_pct = None if fail_raw is None else parse_percent(fail_raw, source=src)
-    floor_raw, src = _raw(get, "llm_baseline_floor")
-    floor = Decimal("0.01") if floor_raw is None else parse_usd(floor_raw, source=src)
+    floor = _usd(get, "llm_baseline_floor")
     ledger_raw, _ = _raw(get, "llm_ledger")
 
     return Settings(
@@ -176,7 +190,7 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
         prices=prices,
         baseline=baseline_raw.strip() if baseline_raw else None,
         baseline_fail_pct=fail_pct,
-        baseline_floor=floor,
+        baseline_floor=Decimal("0.01") if floor is None else floor,
         ledger=ledger_raw.strip() if ledger_raw else None,
     )
 
