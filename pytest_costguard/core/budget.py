@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from ..domain.money import format_usd
 from ..domain.records import CostRecord
-from .pricing import PriceBook, Rates, default_price_book
+from .pricing import US_ONLY_MULTIPLIER, PriceBook, Rates, default_price_book
 
 __all__ = [
     "BudgetExceededError",
@@ -46,7 +46,6 @@ WEB_SEARCH_RESULT_ALLOWANCE = 50_000
 _INLINE_SOURCES = {"base64", "text", "content"}
 _BILLED = ("system", "messages", "tools")
 _MTOK = Decimal(1_000_000)
-_US_ONLY_MULTIPLIER = Decimal("1.1")
 _new_tuple = tuple.__new__
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 # `JSONEncoder.encode` builds a C encoder on every call; build ours once. No circular-reference markers (so it
@@ -252,8 +251,9 @@ def worst_case_from_rates(request: Mapping[str, Any], rates: Rates) -> Decimal:
     if scan.web_searches:
         cost += scan.web_searches * rates.web_search_per_1k / 1000
     if request.get("inference_geo") == "us":
-        # US-only inference costs 1.1x on recent models; genai-prices does not model it, so bound it here.
-        cost *= _US_ONLY_MULTIPLIER
+        # US-only inference costs 1.1x on recent models (`pricing.US_ONLY_MULTIPLIER`); the bound takes it on
+        # every model and on search fees too, the dear side of what settlement charges.
+        cost *= US_ONLY_MULTIPLIER
     return cost
 
 

@@ -48,6 +48,8 @@ class Usage:
     """Billed at the Message Batches tier (`service_tier == "batch"`)."""
     fast: bool = False
     """Billed at fast-mode prices (`speed == "fast"`)."""
+    us_only: bool = False
+    """Run with US-only inference (`inference_geo == "us"`), which costs more on recent models."""
 
     @property
     def cache_creation_input_tokens(self) -> int:
@@ -93,6 +95,7 @@ def usage_from_response(usage: Mapping[str, Any] | None) -> Usage:
         searches,
         get("service_tier") == "batch",
         get("speed") == "fast",
+        get("inference_geo") == "us",
     )
 
 
