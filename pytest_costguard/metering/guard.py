@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from ..core.budget import BudgetExceededError, worst_case_from_rates
+from ..core.budget import DEFAULT_RULES, BoundRules, BudgetExceededError, bound_request
 from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
 from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
 from ..core.routing import RoutePolicy
@@ -36,6 +36,8 @@ class GuardConfig:
     """Minimum cacheable prompt length per model."""
     prices: PriceBook = field(default_factory=default_price_book)
     """Where prices come from."""
+    bound_rules: BoundRules = DEFAULT_RULES
+    """What the worst-case bound allows for content whose tokens are not in its bytes (images, PDFs, files)."""
 
 
 @dataclass(slots=True)
@@ -113,7 +115,8 @@ class CostGuard:
             if self.ledger.limit is not None or scope.budget is not None:
                 raise  # a budget cannot bound a call it cannot price
             rates = None
-        worst = worst_case_from_rates(body, rates) if rates is not None else _ZERO
+        bound = bound_request(body, rates, config.bound_rules, model=model) if rates is not None else None
+        worst = bound.cost if bound is not None else _ZERO
         holds: list[tuple[Ledger, Reservation]] = []
         try:
             test_ledger = self.test_ledger(scope)
@@ -123,9 +126,12 @@ class CostGuard:
         except BudgetExceededError as exc:
             for ledger, reservation in holds:
                 ledger.release(reservation)
+            refused = exc.explained(bound.notes) if bound is not None and bound.notes else exc
             with self._lock:
-                self.refusals.append(Refusal(scope.tag, exc.scope, worst, str(exc)))
-            raise
+                self.refusals.append(Refusal(scope.tag, refused.scope, worst, str(refused)))
+            if refused is exc:
+                raise
+            raise refused from None
         max_tokens = body.get("max_tokens")
         ticket = Ticket(
             scope.tag,
