@@ -398,3 +398,59 @@ def test_a_ledger_of_an_earlier_release_without_the_unpriced_column_is_read_and_
     joined.settle(joined.reserve(Decimal("0.1")), _record("0", unpriced=True))
     joined.close()
     assert [(r.cost_usd, r.unpriced) for r in read_ledger(path).records] == [(Decimal("0.1"), False), (0, True)]
+
+
+# -- 6. Message Batches under the budget -------------------------------------------------------------------------
+
+BATCH_SUITE = """
+def batch(n, model="claude-sonnet-4-6", beta=False):
+    client = API.client()
+    batches = client.beta.messages.batches if beta else client.messages.batches
+    return batches.create(requests=[
+        {"custom_id": f"r{i}", "params": {"model": model, "max_tokens": 100,
+                                          "messages": [{"role": "user", "content": "x" * 400}]}}
+        for i in range(n)
+    ])
+"""
+
+
+@pytest.mark.parametrize("beta", [False, True])
+def test_a_batch_whose_worst_case_does_not_fit_is_refused_whole_before_sending(
+    fake_pytester: pytest.Pytester, beta: bool
+) -> None:
+    _suite(
+        fake_pytester,
+        BATCH_SUITE
+        + f"""
+from pytest_costguard import BudgetExceededError
+
+def test_x():
+    with pytest.raises(BudgetExceededError, match="a Message Batch of 50 request"):
+        batch(50, beta={beta})
+    assert API.requests == []
+""",
+    )
+    result = fake_pytester.runpytest("--llm-budget=0.001")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*LLM BUDGET EXCEEDED: 1 call(s) refused by the session budget*"])
+
+
+def test_a_batch_that_fits_is_charged_its_worst_case_at_batch_prices_marked_estimated(
+    fake_pytester: pytest.Pytester,
+) -> None:
+    _suite(fake_pytester, BATCH_SUITE + "\ndef test_x():\n    assert batch(3).id == 'msgbatch_fake'\n")
+    result = fake_pytester.runpytest("--llm-budget=1", "--llm-report=r.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
+    report = _report(fake_pytester)
+    [call] = report["calls"]
+    params = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "x" * 400}]}
+    from pytest_costguard.core.budget import worst_case_cost
+
+    # Batch prices are half the standard ones: three requests at half their standard worst case each.
+    assert Decimal(str(call["cost_usd"])) == 3 * worst_case_cost(params) / 2
+    assert (call["model"], call["estimated"], call["unpriced"], call["nodeid"]) == (
+        "claude-sonnet-4-6", True, False, "test_suite.py::test_x"
+    )
+    assert report["estimated_calls"] == 1

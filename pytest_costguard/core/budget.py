@@ -146,7 +146,7 @@ class BudgetExceededError(Exception):
         self.reserved = Decimal(str(reserved))
         self.scope = scope
         self.why = tuple(why)
-        """What made the call's worst case large: content whose tokens are not in its bytes."""
+        """What made the call's worst case large (content whose tokens are not in its bytes, a batch)."""
         super().__init__(self._message())
 
     def explained(self, why: Iterable[str]) -> BudgetExceededError:
@@ -167,8 +167,7 @@ class BudgetExceededError(Exception):
         )
         if self.why:
             message += (
-                f". Its worst case is large because of content whose tokens are not in its bytes: "
-                f"{'; '.join(self.why)}. Bound it tighter (max_uses, max_content_tokens, smaller max_tokens), "
+                f". What made its worst case large: {'; '.join(self.why)}. Bound it tighter (max_uses, max_content_tokens, smaller max_tokens), "
                 "or count it exactly before sending with --llm-preflight (see docs/budgets.md)"
             )
         return message

@@ -18,6 +18,7 @@ from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_c
 from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
 from ..core.routing import RoutePolicy
 from ..domain.records import CostRecord, Refusal
+from ..domain.request import content_blocks
 from .ledger import InMemoryLedger, Ledger, Reservation
 from .scope import SESSION, Scope, current_scope, deliver
 
@@ -56,6 +57,8 @@ class Ticket:
     """The prices the attempt was admitted at (the model's, standard tier, `fast` or not); None when no price
     is known for the model and no budget applies (the call is metered unpriced)."""
     fast: bool
+    batch: bool = False
+    """A Message Batches creation: charged its requests' worst case, estimated, when it is created."""
     done: bool = False
 
 
@@ -117,21 +120,7 @@ class CostGuard:
             rates = None
         bound = bound_request(body, rates, config.bound_rules, model=model) if rates is not None else None
         worst = bound.cost if bound is not None else _ZERO
-        holds: list[tuple[Ledger, Reservation]] = []
-        try:
-            test_ledger = self.test_ledger(scope)
-            if test_ledger is not None:
-                holds.append((test_ledger, test_ledger.reserve(worst)))
-            holds.append((self.ledger, self.ledger.reserve(worst)))
-        except BudgetExceededError as exc:
-            for ledger, reservation in holds:
-                ledger.release(reservation)
-            refused = exc.explained(bound.notes) if bound is not None and bound.notes else exc
-            with self._lock:
-                self.refusals.append(Refusal(scope.tag, refused.scope, worst, str(refused)))
-            if refused is exc:
-                raise
-            raise refused from None
+        holds = self._reserve(scope, worst, bound.notes if bound is not None else ())
         max_tokens = body.get("max_tokens")
         ticket = Ticket(
             scope.tag,
@@ -148,6 +137,60 @@ class CostGuard:
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket, body
+
+    def _reserve(self, scope: Scope, worst: Decimal, notes: tuple[str, ...]) -> list[tuple[Ledger, Reservation]]:
+        """Hold `worst` against the test's budget and the session's, or record the refusal and raise it."""
+        holds: list[tuple[Ledger, Reservation]] = []
+        try:
+            test_ledger = self.test_ledger(scope)
+            if test_ledger is not None:
+                holds.append((test_ledger, test_ledger.reserve(worst)))
+            holds.append((self.ledger, self.ledger.reserve(worst)))
+        except BudgetExceededError as exc:
+            for ledger, reservation in holds:
+                ledger.release(reservation)
+            refused = exc.explained(notes) if notes else exc
+            with self._lock:
+                self.refusals.append(Refusal(scope.tag, refused.scope, worst, str(refused)))
+            if refused is exc:
+                raise
+            raise refused from None
+        return holds
+
+    def begin_batch(self, body: Mapping[str, Any], *, retries: int = 0) -> Ticket:
+        """Admit a Message Batches creation: hold the sum of its requests' worst cases at batch prices.
+
+        The whole batch is refused (nothing is sent) when that sum does not fit a budget. Its results come up
+        to 24 hours later, so the batch is charged that worst case, marked estimated, when it is created.
+        """
+        scope = self.scope
+        config = self.config
+        budgeted = self.ledger.limit is not None or scope.budget is not None
+        worst = _ZERO
+        notes: list[str] = []
+        models: list[str] = []
+        for request in content_blocks(body.get("requests")):
+            params = request.get("params")
+            if not isinstance(params, Mapping):
+                continue
+            model = str(params.get("model", ""))
+            models.append(model)
+            try:
+                rates = config.prices.rates(model, batch=True, fast=params.get("speed") == "fast")
+            except UnknownModelPrice:
+                if budgeted:
+                    raise
+                continue
+            bound = bound_request(params, rates, config.bound_rules, model=model)
+            worst += bound.cost
+            notes.extend(note for note in bound.notes if note not in notes)
+        why = (f"a Message Batch of {len(models)} request(s), at batch prices", *notes[:3])
+        holds = self._reserve(scope, worst, why)
+        label = models[0] if len(set(models)) == 1 else "message batch"
+        ticket = Ticket(scope.tag, label, label, worst, 0, False, retries, holds, None, False, batch=True)
+        with self._lock:
+            self._open[id(ticket)] = ticket
+        return ticket
 
     def test_ledger(self, scope: Scope) -> InMemoryLedger | None:
         """The ledger of the test `scope` names, when it has its own budget (opened on its first call)."""
@@ -205,7 +248,7 @@ class CostGuard:
         if usage is None:
             # Billed, but how much is unknown: charge the worst case it was admitted for.
             usage, cost, estimated, at_requested, uncached = _NO_USAGE, ticket.worst_case, True, None, None
-            unpriced = ticket.rates is None
+            unpriced = ticket.rates is None and not ticket.batch
         else:
             prices = self.config.prices
             priced_as_billed = True

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ...metering.guard import CostGuard, Ticket
 
-__all__ = ["SSEMeter", "install", "is_installed", "middleware_for", "prepare", "uninstall"]
+__all__ = ["SSEMeter", "install", "is_batch_creation", "is_installed", "middleware_for", "prepare", "uninstall"]
 
 _MESSAGES_PATHS = ("/v1/messages", "/messages")
 _EXCLUDED = ("count_tokens", "batches")
@@ -45,6 +45,14 @@ def is_messages_call(method: str, url: str, body: Any) -> bool:
 
 
 _billable_urls: dict[str, bool] = {}
+_BATCHES_PATHS = ("/v1/messages/batches", "/messages/batches")
+
+
+def is_batch_creation(method: str, url: str, body: Any) -> bool:
+    """Return whether an outgoing request creates a Message Batch (`messages.batches.create`, beta too)."""
+    if method.lower() != "post" or not isinstance(body, dict) or "requests" not in body:
+        return False
+    return url.split("?", 1)[0].rstrip("/").endswith(_BATCHES_PATHS)
 
 
 class SSEMeter:
@@ -188,8 +196,13 @@ class _Middleware:
     def _admit(self, request: APIRequest) -> tuple[CostGuard, Ticket, APIRequest] | None:
         guard = self._guard()
         body = request.json
-        if guard is None or not is_messages_call(request.method, request.url, body):
+        if guard is None:
             return None
+        if not is_messages_call(request.method, request.url, body):
+            if not is_batch_creation(request.method, request.url, body):
+                return None
+            assert isinstance(body, dict)
+            return guard, guard.begin_batch(body, retries=request.retries_taken), request
         assert isinstance(body, dict)
         ticket, sent = guard.begin(body, streamed=bool(body.get("stream")), retries=request.retries_taken)
         if sent is not body:
