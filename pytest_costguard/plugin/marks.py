@@ -31,6 +31,8 @@ class LlmMarks(NamedTuple):
     """The test's own cap."""
     model: str | None
     """The model the test is pinned to."""
+    marked: bool = False
+    """The test carries an `llm_budget` or `llm_model` marker (its own or inherited)."""
 
 
 _Found = tuple["pytest.Mark | None", "pytest.Mark | None"]
@@ -83,4 +85,4 @@ def read_marks(
         if not prices().knows(value):
             raise SettingsError(f"{source}: no price known for model {value!r}; add it to llm_prices")
         model = value
-    return LlmMarks(budget, model)
+    return LlmMarks(budget, model, budget_mark is not None or model_mark is not None)
