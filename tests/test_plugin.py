@@ -479,7 +479,7 @@ def test_markdown_report_and_github_step_summary(
 
 def test_junit_xml_carries_each_tests_cost(fake_pytester: pytest.Pytester) -> None:
     _suite(fake_pytester, "def test_x(): ask()\ndef test_no_call(): pass")
-    fake_pytester.runpytest("--junitxml=j.xml").assert_outcomes(passed=2)
+    fake_pytester.runpytest("--junitxml=j.xml", "--llm-meter").assert_outcomes(passed=2)
     xml = (fake_pytester.path / "j.xml").read_text()
     assert '<property name="llm_cost_usd" value="0.0045"' in xml
     assert '<property name="llm_calls" value="1"' in xml

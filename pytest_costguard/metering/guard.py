@@ -268,8 +268,11 @@ class CostGuard:
                 unpriced = True
             cached = usage.cache_write_5m_tokens or usage.cache_write_1h_tokens or usage.cache_read_input_tokens
             # Unrouted and uncached calls (most calls) cost the same in the counterfactuals: don't price them again.
+            # A call we did not route costs what it cost at the model requested, even when the response names
+            # another one (a gateway's substitute, a dated name): that difference is no routing saving.
             at_requested = (
-                cost if priced_as_billed and ticket.requested_model == billed_model
+                cost if ticket.model == ticket.requested_model or (
+                    priced_as_billed and ticket.requested_model == billed_model)
                 else self._cost_or_none(usage, ticket.requested_model)
             )
             uncached = (

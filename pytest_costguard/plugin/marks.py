@@ -34,6 +34,8 @@ class LlmMarks(NamedTuple):
     """The model the test is pinned to."""
     expect_refusal: bool = False
     """The test exercises refusal handling: a refusal of its own budget does not fail it by itself."""
+    marked: bool = False
+    """The test carries an `llm_budget` or `llm_model` marker (its own or inherited)."""
 
 
 _Found = tuple["pytest.Mark | None", "pytest.Mark | None"]
@@ -91,4 +93,4 @@ def read_marks(
         if not prices().knows(value):
             raise SettingsError(f"{source}: no price known for model {value!r}; add it to llm_prices")
         model = value
-    return LlmMarks(budget, model, expect_refusal)
+    return LlmMarks(budget, model, expect_refusal, budget_mark is not None or model_mark is not None)

@@ -86,6 +86,8 @@ class XdistHooks:
 
     # -- controller ------------------------------------------------------------------------------------------
     def pytest_configure_node(self, node: Any) -> None:
+        if not self.session.active:
+            return  # inert: no ledger to share (workers that meter, asked by a marker, keep their own)
         from ..metering.sqlite_ledger import SqliteLedger
 
         ledger = self.session.run.guard.ledger
@@ -104,7 +106,8 @@ class XdistHooks:
         """Add what a crashed worker spent, as far as the shared ledger knows."""
         from ..metering.sqlite_ledger import SqliteLedger
 
-        ledger = self.session.run.guard.ledger
+        guard = self.session.run.guard_if_started()
+        ledger = guard.ledger if guard is not None else None
         if isinstance(ledger, SqliteLedger):
             # Its calls in flight may have been billed: charge them at their worst case rather than free them.
             ledger.reclaim(worker=worker)
@@ -113,7 +116,7 @@ class XdistHooks:
     # -- worker ----------------------------------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         config = session.config
-        if is_xdist_worker(config):
+        if is_xdist_worker(config) and self.session.active:
             config.workeroutput[OUTPUT_KEY] = self.session.run.output()  # type: ignore[attr-defined]
 
 
