@@ -30,7 +30,7 @@ from pytest_costguard.metering.sqlite_ledger import LedgerError
 
 pytest.importorskip("redis")
 
-from conftest import RedisServer  # noqa: E402
+from conftest import RedisServer
 
 
 def record(cost: str, tag: str | None = None) -> CostRecord:
@@ -250,12 +250,12 @@ def test_a_server_lost_mid_run_refuses_calls_and_settles_raise_nothing(
         held = ledger.reserve(Decimal("0.1"))
         server.stop()
         ledger.settle(held, record("0.1"))  # billed: the caller gets its response
-        with pytest.raises(LedgerUnavailableError, match="cannot be reached.*the call was not sent") as refused:
+        with pytest.raises(LedgerUnavailableError, match=r"cannot be reached.*the call was not sent") as refused:
             ledger.reserve(Decimal("0.1"))
         assert isinstance(refused.value, BudgetExceededError) and refused.value.scope == "session"
         # It comes back empty (no persistence): the budget is not started again from zero behind our back.
         server.start()
-        with pytest.raises(LedgerUnavailableError, match="lost this budget's data"):
+        with pytest.raises(LedgerUnavailableError, match=r"lost this budget's data"):
             ledger.reserve(Decimal("0.1"))
     finally:
         ledger.close()

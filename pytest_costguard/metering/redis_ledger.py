@@ -595,7 +595,7 @@ class RedisLedger:
         snapshot = read_redis_ledger(self.url, key=self.key, window=self.window, at=self.clock())
         run = run or self.run_id
         return [
-            refusal for refusal, refusal_run in snapshot.refusal_runs
+            refusal for refusal, refusal_run, _ in snapshot.refusal_runs
             if refusal_run == run and (worker is None or refusal.worker == worker)
         ]
 
@@ -639,8 +639,8 @@ class RedisSnapshot:
     """Money settled (exact: the sum of the records)."""
     entries: tuple[RecordEntry, ...]
     """Every settled call, in settlement order."""
-    refusal_runs: tuple[tuple[Refusal, str], ...]
-    """Every refused call, with its run id."""
+    refusal_runs: tuple[tuple[Refusal, str, str], ...]
+    """Every refused call, with its run id and machine."""
     in_flight: int
     """Holds still held."""
     in_flight_usd: Decimal
@@ -654,7 +654,7 @@ class RedisSnapshot:
     @property
     def refusals(self) -> tuple[Refusal, ...]:
         """The refused calls."""
-        return tuple(refusal for refusal, _ in self.refusal_runs)
+        return tuple(refusal for refusal, _, _ in self.refusal_runs)
 
     def runs(self) -> list[dict[str, Any]]:
         """Per-run figures: run id, machines, workers, calls, cost, refusals, in settlement order."""
@@ -665,8 +665,10 @@ class RedisSnapshot:
             row["calls"] += 1
             row["cost_usd"] += entry.record.cost_usd
             row["charged_dead_holds"] += int(entry.reclaimed)
-        for _, run in self.refusal_runs:
-            out.setdefault(run, _blank_run(run))["refused_calls"] += 1
+        for _, run, machine in self.refusal_runs:
+            row = out.setdefault(run, _blank_run(run))
+            row["machines"].add(machine)
+            row["refused_calls"] += 1
         return [{**row, "machines": sorted(row["machines"])} for row in out.values()]
 
 
@@ -690,7 +692,7 @@ def _entry(raw: bytes) -> RecordEntry:
     )
 
 
-def _refusal(raw: bytes, limit: Decimal | None) -> tuple[Refusal, str]:
+def _refusal(raw: bytes, limit: Decimal | None) -> tuple[Refusal, str, str]:
     data: Mapping[str, Any] = json.loads(raw)
     amount = usd_from_json(data["worst_case_usd"])
     own_limit = data.get("limit_usd")
@@ -705,7 +707,7 @@ def _refusal(raw: bytes, limit: Decimal | None) -> tuple[Refusal, str]:
         )
     )
     refusal = Refusal(data.get("nodeid"), str(data.get("scope", "session")), amount, message, data.get("worker"))
-    return refusal, str(data.get("run", ""))
+    return refusal, str(data.get("run", "")), str(data.get("machine", ""))
 
 
 def read_redis_ledger(
