@@ -428,16 +428,18 @@ class RedisLedger:
         tag = self._tag()
         now = self.clock()
         prefix = budget_prefix(self.key, self.window, now)
+        stamp = _now_iso()
+        fields = self._fields()
         charge = CostRecord(
             model=UNKNOWN_MODEL, input_tokens=0, output_tokens=0, cost_usd=amount, tag=tag, estimated=True
         )
         # The record charged if this process dies holding it; the script writes the reservation id in.
         charge_json = json.dumps(
-            {"reservation": 0, **record_to_dict(charge), **self._fields(), "reclaimed": True, "settled": _now_iso()}
+            {"reservation": 0, **record_to_dict(charge), **fields, "reclaimed": True, "settled": stamp}
         )
         refusal_json = json.dumps(
-            {"nodeid": tag, "scope": self.scope, "worst_case_usd": str(amount), **self._fields(),
-             "limit_usd": None if self.limit is None else str(self.limit), "created": _now_iso()}
+            {"nodeid": tag, "scope": self.scope, "worst_case_usd": str(amount), **fields,
+             "limit_usd": None if self.limit is None else str(self.limit), "created": stamp}
         )
         args = [
             str(pico),
@@ -446,7 +448,7 @@ class RedisLedger:
             charge_json,
             refusal_json,
             "" if self.limit is None else str(self.limit),
-            _now_iso(),
+            stamp,
             "" if self.window is None else window_label(self.window),
             self._expire_at(now),
             "1" if prefix in self._known else "0",
