@@ -219,3 +219,52 @@ def test_a_run_with_an_sqlite_ledger_does_not_import_the_redis_client(suite: pyt
         test_idle="import sys\n\ndef test_idle():\n    assert 'redis' not in sys.modules\n"
     )
     suite.runpytest_subprocess(*PLUGINS, "--llm-budget=1", "--llm-ledger=l.sqlite3").assert_outcomes(passed=1)
+
+
+DIES = f"""
+import os, signal
+
+import anthropic
+import httpx2
+import pytest
+from api import call
+
+
+def test_the_worker_dies_mid_call():
+    def handler(request):
+        os.kill(os.getpid(), signal.SIGKILL)  # sent, maybe billed, never answered
+
+    transport = httpx2.MockTransport(handler)
+    client = anthropic.Anthropic(api_key="k", max_retries=0, http_client=httpx2.Client(transport=transport))
+    client.messages.create(model={MODEL!r}, max_tokens=100, messages=[{{"role": "user", "content": "x" * 2000}}])
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_one_call(i):
+    call(1)
+"""
+
+
+def test_an_xdist_worker_that_dies_mid_call_has_its_hold_charged_at_its_worst_case(
+    suite: pytest.Pytester, redis_server: RedisServer, redis_key: str
+) -> None:
+    suite.makepyfile(test_dies=DIES)
+    result = suite.runpytest_subprocess(
+        *PLUGINS, "-n", "2", "-p", "xdist", f"--llm-ledger={redis_server.url}", f"--llm-ledger-key={redis_key}",
+        "--llm-budget=1", "--llm-report=r.json", "--tb=no",
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the crashed test fails
+    report = json.loads((suite.path / "r.json").read_text())
+    [charged] = [c for c in report["calls"] if c["model"] == "unknown"]
+    assert charged["nodeid"] == "test_dies.py::test_the_worker_dies_mid_call" and charged["estimated"]
+    assert charged["cost_usd"] >= float(PER_CALL)  # its worst case
+    assert len(billed(suite.path / "billed.jsonl")) == len(report["calls"]) - 1 == 4
+    shared = cli_report(redis_server.url, redis_key, suite.path / "all.json")
+    assert shared["total_cost_usd"] == report["total_cost_usd"]
+    assert shared["ledger"]["in_flight_calls"] == 0
+
+
+def cli_report(url: str, key: str, out: Path) -> dict[str, object]:
+    assert cli.main(["report", url, "--key", key, "--json", str(out)]) == 0
+    loaded: dict[str, object] = json.loads(out.read_text())
+    return loaded
