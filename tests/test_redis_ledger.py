@@ -14,10 +14,14 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from pytest_costguard import cli
 from pytest_costguard.core.budget import BudgetExceededError
 from pytest_costguard.domain.records import CostRecord
 from pytest_costguard.metering.redis_ledger import (
+    _LIMBS,
     LedgerUnavailableError,
     RedisLedger,
     next_window,
@@ -301,3 +305,30 @@ def test_the_redis_client_is_imported_only_for_a_redis_ledger() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    a=st.integers(0, 2**62), b=st.integers(0, 2**62), c=st.integers(0, 2**62), limit=st.integers(0, 2**63 - 1)
+)
+def test_the_scripts_two_limb_comparison_is_exact_to_64_bits(
+    redis_server: RedisServer, a: int, b: int, c: int, limit: int
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        compare = _LIMBS + "return tostring(le(add(add(big(ARGV[1]), big(ARGV[2])), big(ARGV[3])), big(ARGV[4])))"
+        fits = client.eval(compare, 0, str(a), str(b), str(c), str(limit))
+    finally:
+        client.close()
+    assert fits == (b"true" if a + b + c <= limit else b"false")
+
+
+def test_report_options_for_a_shared_budget_need_a_redis_url(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["report", "ledger.sqlite3", "--key", "ci"]) == 2
+    assert "--key, --window and --at read a shared budget" in capsys.readouterr().err
+    assert cli.main(["report", "redis://127.0.0.1:1/0", "--at", "2026-12-01"]) == 2
+    assert "--at picks a window: give --window too" in capsys.readouterr().err
+    assert cli.main(["report", "redis://u:pw@127.0.0.1/0"]) == 2
+    assert "names no port" in (err := capsys.readouterr().err) and ":pw@" not in err
