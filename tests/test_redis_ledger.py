@@ -34,7 +34,7 @@ from pytest_costguard.metering.sqlite_ledger import LedgerError
 
 pytest.importorskip("redis")
 
-from conftest import RedisServer
+from redis_support import RedisServer
 
 
 def record(cost: str, tag: str | None = None) -> CostRecord:

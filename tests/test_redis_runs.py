@@ -16,8 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from redis_support import RedisServer, free_port
 
-from conftest import RedisServer, _free_port
 from pytest_costguard import cli
 from pytest_costguard.core.pricing import Usage, default_price_book
 
@@ -169,7 +169,7 @@ def test_an_unreachable_redis_at_start_up_is_a_usage_error_that_never_prints_the
     suite: pytest.Pytester,
 ) -> None:
     suite.makepyfile(test_idle="def test_idle():\n    pass\n")
-    url = f"redis://ci:pa55-word@127.0.0.1:{_free_port()}/3"
+    url = f"redis://ci:pa55-word@127.0.0.1:{free_port()}/3"
     result = suite.runpytest_subprocess(*PLUGINS, f"--llm-ledger={url}", "--llm-budget=1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     output = result.stdout.str() + result.stderr.str()
