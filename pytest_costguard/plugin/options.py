@@ -31,8 +31,13 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
      "fail when cost rises more than PCT percent above the baseline", "string", None),
     ("llm_baseline_floor", "--llm-baseline-floor", "USD",
      "ignore baseline increases below this many USD (default 0.01)", "string", None),
-    ("llm_ledger", "--llm-ledger", "PATH", "keep the session budget in this SQLite file, every settled call on "
-     "disk at once (read it with `costguard report PATH`)", "string", None),
+    ("llm_ledger", "--llm-ledger", "PATH|URL", "keep the session budget in this SQLite file, every settled call on "
+     "disk at once (read it with `costguard report PATH`), or share it with every run giving the same "
+     "redis://[user:password@]host:port/db (or rediss://) and --llm-ledger-key", "string", None),
+    ("llm_ledger_key", "--llm-ledger-key", "NAME", "the name of the budget shared on a redis:// --llm-ledger "
+     "(default pytest-costguard)", "string", None),
+    ("llm_budget_window", "--llm-budget-window", "DURATION", "with a redis:// --llm-ledger, start the shared "
+     "budget again at each UTC-aligned window: 1h, 1d, 7d (weeks from Monday)", "string", None),
     ("llm_meter", "--llm-meter", "", "meter and report LLM calls even when no other costguard setting, marker or "
      "fixture asks for it", "bool", False),
 )
