@@ -126,6 +126,10 @@ def pytest_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env.pop(name, None)
     # Generated suites are run several times: the first (discarded) run compiles them, the rest reuse it.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # The `peers` extra (bench_peers.py) brings logfire, whose two pytest11 plugins load in every pytest run and
+    # add ~0.3-0.7 s to each side of a comparison here, diluting its ratio: the inner runs leave them out, so a
+    # figure means the same with or without the extra. `-p no:NAME` of a plugin that is not installed is a no-op.
+    env["PYTEST_ADDOPTS"] = "-p no:logfire -p no:pytest_logfire"
     # Import the plugin from the checkout through sys.path, as from a regular install's site-packages. An
     # editable install resolves it through a meta-path finder instead, which pytest's assertion rewriter
     # does not see: the plugin would then skip the rewriting every installed user's run pays for.

@@ -11,6 +11,10 @@ kind, measured in the same run and interleaved with it:
   with `synchronous=FULL`, i.e. synced to disk). A second hand-written floor commits both with `NORMAL`, to
   show what the durable settlement costs by itself.
 
+Redis: `RedisLedger` on a `redis-server` started on loopback for the benchmark (no persistence), against the
+floor any Redis ledger pays: two round trips running a script that does nothing (`EVALSHA` of `return 1`).
+Skipped with a line when redis-server is not installed.
+
 Contention: 4 processes (spawned, started together behind a barrier) share one SqliteLedger whose limit is
 smaller than what they try to spend, so the budget runs out while they race. Each call reserves a worst case
 and settles at a random part of it. Reported: throughput (settled calls per second, from the first start to
@@ -24,7 +28,10 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import shutil
+import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -172,6 +179,63 @@ def single_process(quick: bool, tmp: Path) -> None:
     )
 
 
+def redis_process(quick: bool, tmp: Path) -> None:
+    binary = shutil.which("redis-server")
+    try:
+        import redis
+    except ImportError:
+        redis = None  # type: ignore[assignment]
+    if binary is None or redis is None:
+        print("ledger.redis: skipped: redis-server or the redis package is not installed", flush=True)
+        return
+    from pytest_costguard.metering.redis_ledger import RedisLedger
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        ledger = RedisLedger(url, Decimal(10**9), key="bench")
+        noop = client.register_script("return 1")
+
+        def redis_ours() -> None:
+            ledger.settle(ledger.reserve(WORST), RECORD)
+
+        def floor() -> None:
+            noop()
+            noop()
+
+        samples = 300 if quick else 5_000
+        times = interleaved({"ours": redis_ours, "floor": floor}, samples, 100)
+        ledger.close()
+        client.close()
+        p50, floor50 = percentile(times["ours"], 0.5), percentile(times["floor"], 0.5)
+        figure(
+            "ledger.redis",
+            f"reserve+settle on loopback redis-server p50 {fmt_time(p50)} "
+            f"(p99 {fmt_time(percentile(times['ours'], 0.99))}) "
+            f"vs two EVALSHA round trips of a no-op script p50 {fmt_time(floor50)}: ratio {p50 / floor50:.2f} "
+            f"({len(times['ours'])} samples)",
+        )
+    finally:
+        server.kill()
+        server.wait()
+
+
 def contender(path: str, limit: str, calls: int, seed: int, barrier: Any, results: Any) -> None:
     """One contending process: `calls` attempts to reserve and settle; report what it did and when."""
     ledger = SqliteLedger(path, Decimal(limit), create=False, worker=f"w{seed}")
@@ -257,6 +321,7 @@ def main() -> int:
     args = make_parser(__doc__.splitlines()[0] if __doc__ else "").parse_args()
     with tempfile.TemporaryDirectory(prefix="costguard-bench-") as tmp:
         single_process(args.quick, Path(tmp))
+        redis_process(args.quick, Path(tmp))
         contention(args.quick, Path(tmp))
     return 0
 

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,11 @@ RESPONSE = {
 MESSAGES = [{"role": "user", "content": "Summarise the ticket: the printer on floor 3 is out of toner again."}]
 
 
-def make_client(middleware: list[Any] | None = None) -> Any:
-    """Build an SDK client whose HTTP transport answers every request with `RESPONSE`, in memory."""
+def make_client(middleware: list[Any] | None = None, **options: Any) -> Any:
+    """Build an SDK client whose HTTP transport answers every request with `RESPONSE`, in memory.
+
+    `options` go to the client's constructor (`bench_peers.py` passes the SDK's `open_telemetry` option).
+    """
     import anthropic
     import httpx2
 
@@ -78,20 +82,74 @@ def make_client(middleware: list[Any] | None = None) -> Any:
 
     http = httpx2.Client(transport=httpx2.MockTransport(answer))
     # max_retries=0: a retry would hide a failure as a slow call.
-    return anthropic.Anthropic(api_key="bench", http_client=http, max_retries=0, middleware=middleware)
+    return anthropic.Anthropic(api_key="bench", http_client=http, max_retries=0, middleware=middleware, **options)
 
 
-def call_block(client: Any, calls: int) -> Callable[[], float]:
-    """Return a callable timing `calls` calls on `client`, returning seconds per call."""
+def call_block(client: Any, calls: int, after: Callable[[Any], object] | None = None) -> Callable[[], float]:
+    """Return a callable timing `calls` calls on `client`, returning seconds per call.
+
+    `after`, if given, is handed each call's response inside the timed window (`bench_peers.py` prices it).
+    """
 
     def run() -> float:
         create = client.messages.create
         start = time.perf_counter()
-        for _ in range(calls):
-            create(model=MODEL, max_tokens=256, messages=MESSAGES)
+        if after is None:
+            # The loop stays bare: a test per call would be charged to every variant's figure.
+            for _ in range(calls):
+                create(model=MODEL, max_tokens=256, messages=MESSAGES)
+        else:
+            for _ in range(calls):
+                after(create(model=MODEL, max_tokens=256, messages=MESSAGES))
         return (time.perf_counter() - start) / calls
 
     return run
+
+
+@dataclass(frozen=True)
+class Metered:
+    """A client metered by pytest-costguard, as `overhead.inprocess` measures it."""
+
+    guard: Any
+    """The `CostGuard` (typed loosely: pytest_costguard is imported only once the bare clients exist)."""
+    client: Any
+    """The client built while the guard was installed: it carries the shared middleware."""
+    block: Callable[[], float]
+    """Times a block of calls with the guard installed around it (and only around it); seconds per call."""
+
+    def check(self, calls: int) -> None:
+        """Fail unless the guard metered exactly `calls` calls and holds no reservation."""
+        assert len(self.guard.records) == calls, (len(self.guard.records), calls)
+        assert self.guard.ledger.spent > 0 and self.guard.ledger.reserved == 0
+
+
+def metered_setup(calls: int) -> Metered:
+    """Import pytest_costguard, build a guard over `InMemoryLedger(limit=1000)` and a client it meters.
+
+    Build every unmetered client first: the SDK's constructor stays patched once pytest_costguard is
+    installed, so a client built later carries the (pass-through) middleware too. The guard is left
+    uninstalled: `Metered.block` installs it around its own calls, so other variants run with no guard.
+    """
+    from pytest_costguard.metering.guard import CostGuard, GuardConfig
+    from pytest_costguard.metering.ledger import InMemoryLedger
+    from pytest_costguard.providers import anthropic as provider
+
+    provider.uninstall()  # no guard left over from an importer: the pass-through variant must be idle
+    guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1000)))
+    provider.install(guard)
+    client = make_client()
+    assert [type(m).__name__ for m in client.middleware] == ["CostGuardMiddleware"], client.middleware
+    provider.uninstall(guard)
+    timed = call_block(client, calls)
+
+    def block() -> float:
+        provider.install(guard)
+        try:
+            return timed()
+        finally:
+            provider.uninstall(guard)
+
+    return Metered(guard, client, block)
 
 
 def in_process(quick: bool) -> None:
@@ -108,43 +166,22 @@ def in_process(quick: bool) -> None:
     sdk_noop = make_client([DoNothing()])
     assert not bare.middleware, "the bare client must carry no middleware"
 
-    from pytest_costguard.metering.guard import CostGuard, GuardConfig
-    from pytest_costguard.metering.ledger import InMemoryLedger
-    from pytest_costguard.providers import anthropic as provider
-
-    provider.uninstall()  # no guard left over from an importer: the pass-through variant must be idle
-    guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1000)))
-    provider.install(guard)
-    metered = make_client()
-    assert [type(m).__name__ for m in metered.middleware] == ["CostGuardMiddleware"], metered.middleware
-
     # Many short blocks rather than a few long ones: a burst of load then spoils a few pairs, which the median
     # of the paired ratios discards, instead of shifting a long block's mean.
     calls = 20 if quick else 50
     rounds = 3 if quick else 80
-    metered_block = call_block(metered, calls)
-
-    def metered_run() -> float:
-        provider.install(guard)
-        try:
-            return metered_block()
-        finally:
-            provider.uninstall(guard)
-
-    # Installed only around its own blocks, so the pass-through variant (same client) runs with no guard.
-    provider.uninstall(guard)
+    metered = metered_setup(calls)
+    # The guard is installed only around its own blocks, so the pass-through variant (same client) runs with none.
     times = time_alternating(
         {
             "bare": call_block(bare, calls),
-            "metered": metered_run,
+            "metered": metered.block,
             "sdk_noop": call_block(sdk_noop, calls),
-            "passthrough": call_block(metered, calls),
+            "passthrough": call_block(metered.client, calls),
         },
         rounds,
     )
-    metered_calls = (rounds + 1) * calls  # the warm-up round counts too
-    assert len(guard.records) == metered_calls, (len(guard.records), metered_calls)
-    assert guard.ledger.spent > 0 and guard.ledger.reserved == 0
+    metered.check((rounds + 1) * calls)  # the warm-up round counts too
 
     bare_t = median(times["bare"])
 

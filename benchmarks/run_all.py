@@ -4,6 +4,8 @@ Each script runs in a fresh interpreter because some patch process-wide state (t
 constructors) or must not find pytest_costguard imported. Exits non-zero only if a script crashed; a missed
 target is information, never a failure.
 
+`bench_peers.py` is optional: it is skipped, with a line saying so, when no peer package is installed.
+
 Run: python benchmarks/run_all.py [--quick]
 """
 
@@ -18,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from _bench import make_parser
+from bench_peers import PEERS, installed_peers
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = (
@@ -29,7 +32,10 @@ SCRIPTS = (
     "bench_idle.py",
     "bench_money.py",
     "bench_instructions.py",
+    "bench_peers.py",
 )
+OPTIONAL = {"bench_peers.py"}
+"""Scripts skipped, not failed, when what they compare against is not installed."""
 
 
 def cpu_model() -> str:
@@ -55,6 +61,13 @@ def main() -> int:
     )
     failed = []
     for script in SCRIPTS:
+        if script in OPTIONAL and not installed_peers():
+            print(
+                f"== {script}: skipped: none of its peers is installed ({', '.join(p.key for p in PEERS)}; "
+                "pip install -e '.[peers]' to measure them)",
+                flush=True,
+            )
+            continue
         print(f"== {script}", flush=True)
         start = time.perf_counter()
         # Inherit stdout/stderr: figures stream as they are measured.

@@ -38,10 +38,14 @@ class _AliasLoader(importlib.abc.Loader):
         self.target = target
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        return importlib.import_module(self.target)
+        module = importlib.import_module(self.target)
+        self.spec = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        """The target module is already executed."""
+        # The module already ran; the import system has just given it the alias's spec: give its own back, so its
+        # relative imports and pickles still name where it lives.
+        module.__spec__ = self.spec
 
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder):

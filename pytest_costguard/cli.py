@@ -7,6 +7,8 @@ the work; `main` turns every failure into a message on stderr and exit status 2,
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +34,7 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Register `costguard serve`."""
     parser = subparsers.add_parser(
         "serve",
-        help="serve a local stand-in for Anthropic's Messages API (see docs/offline.md)",
+        help="serve a local stand-in for Anthropic's Messages API (costguard serve --help)",
         description="Serve a local stand-in for Anthropic's Messages API.",
         # Options (--host, --port, -h) belong to the emulator's own parser, which receives them untouched.
         add_help=False,
@@ -68,9 +70,13 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
     """Print (and write) the cost report of a ledger, e.g. one a killed run left, or of a JSON report."""
     from .domain.money import format_usd
     from .metering.sqlite_ledger import LedgerError, read_ledger
-    from .reports.model import ReportError, build_report, load_report, terminal_lines
+    from .reports.model import ReportError, build_report, load_report, terminal_lines, verdict_lines
 
     source: str = args.source
+    if source.lower().startswith(("redis://", "rediss://")):
+        return _report_redis(args)
+    if args.key is not None or args.window is not None or args.at is not None:
+        raise CommandError("--key, --window and --at read a shared budget: give a redis:// URL as LEDGER")
     try:
         with open(source, "rb") as fh:
             head = fh.read(64).lstrip()
@@ -110,8 +116,80 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
     print(f"costguard report: {source}")
     for line in [*terminal_lines(report), *notes]:
         print(line)
+    for line in verdict_lines(report):
+        print(line)
+    return 0
+
+
+def _report_redis(args: argparse.Namespace) -> int:
+    """Print (and write) the report of a budget shared on Redis: per run and per test."""
+    from datetime import datetime, timezone
+
+    from .domain.money import format_usd
+    from .metering.redis_ledger import DEFAULT_KEY, check_redis_url, parse_window, read_redis_ledger, redact_url
+    from .metering.sqlite_ledger import LedgerError
+    from .reports.model import build_report, terminal_lines
+
+    url: str = args.source
+    problem = check_redis_url(url)
+    if problem is not None:
+        raise CommandError(f"{redact_url(url)!r} {problem}")
+    try:
+        window = None if args.window is None else parse_window(args.window)
+    except ValueError as exc:
+        raise CommandError(f"--window: {exc}") from None
+    at = None
+    if args.at is not None:
+        if window is None:
+            raise CommandError("--at picks a window: give --window too")
+        try:
+            moment = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+        except ValueError:
+            raise CommandError(f"--at: {args.at!r} is not an ISO 8601 date or time (2026-12-01T09:00Z)") from None
+        at = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    key = args.key or DEFAULT_KEY
+    try:
+        ledger = read_redis_ledger(url, key=key, window=window, at=at)
+    except LedgerError as exc:
+        raise CommandError(str(exc)) from None
+    runs = ledger.runs()
+    report = build_report(
+        ledger.records,
+        {},
+        budget=ledger.limit,
+        refusals=list(ledger.refusals),
+        labels={
+            "ledger": {
+                "url": ledger.where,
+                "key": key,
+                "window": ledger.window,
+                "created": ledger.created,
+                "in_flight_calls": ledger.in_flight,
+                "in_flight_worst_case_usd": float(ledger.in_flight_usd),
+            },
+            "runs": [{**run, "cost_usd": float(run["cost_usd"])} for run in runs],
+        },
+    )
+    _write_outputs(report, [("--json", args.json, (".json",)), ("--md", args.md, (".md", ".markdown"))])
+    window_text = f", window {ledger.window}" if ledger.window else ""
+    print(f"costguard report: {ledger.where} key {key}{window_text}")
+    if runs:
+        width = min(max(len(run["run"]) for run in runs), 50)
+        print(f"{'run':<{width}}  {'machines':<20}  {'calls':>5}  {'refused':>7}  {'cost':>10}")
+        for run in runs:
+            machines = ",".join(run["machines"]) or "-"
+            print(
+                f"{run['run']:<{width}}  {machines:<20}  {run['calls']:>5}  {run['refused_calls']:>7}  "
+                f"{format_usd(run['cost_usd']):>10}"
+            )
+    for line in terminal_lines(report):
+        print(line)
+    if ledger.in_flight:
+        print(
+            f"{ledger.in_flight} call(s) in flight now (up to {format_usd(ledger.in_flight_usd)}, not included above)"
+        )
     if report["budget_exceeded"]:
-        print("LLM BUDGET EXCEEDED: calls were refused by the session budget")
+        print("LLM BUDGET EXCEEDED: calls were refused by the shared budget")
     return 0
 
 
@@ -122,7 +200,16 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="print the cost report of a ledger (--llm-ledger), even one a killed run left behind",
         description="Print the per-test cost report of a pytest-costguard ledger file (or JSON report).",
     )
-    parser.add_argument("source", metavar="LEDGER", help="a --llm-ledger file (or a JSON report)")
+    parser.add_argument(
+        "source", metavar="LEDGER", help="a --llm-ledger file or redis:// URL (or a JSON report)"
+    )
+    parser.add_argument("--key", metavar="NAME", help="with a redis:// LEDGER: the budget's name (--llm-ledger-key)")
+    parser.add_argument(
+        "--window", metavar="DURATION", help="with a redis:// LEDGER: the budget's window (--llm-budget-window)"
+    )
+    parser.add_argument(
+        "--at", metavar="TIME", help="with --window: a UTC date or time in the window to read (default: now)"
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
     parser.add_argument("--md", metavar="OUT", help="also write the report as Markdown to OUT")
     parser.add_argument("--html", metavar="OUT", help="also write the report as a self-contained HTML page to OUT")
@@ -255,6 +342,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="costguard", description="Keep what a test suite spends on LLM APIs under a hard budget."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(subparsers)
@@ -278,10 +366,24 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`costguard report L | head -1`): stop quietly, as a writer killed by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Exception as exc:
         message = str(exc) if isinstance(exc, CommandError) else f"{type(exc).__name__}: {exc}"
         print(f"costguard: error: {message}", file=sys.stderr)
         return 2
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-costguard")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _command_names(parser: argparse.ArgumentParser) -> list[str]:

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis_support import RedisServer
 
 FAKEAPI_SOURCE = (Path(__file__).parent / "fakeapi.py").read_text(encoding="utf-8")
 
@@ -15,3 +19,33 @@ def fake_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) ->
     pytester.makepyfile(fakeapi=FAKEAPI_SOURCE)
     pytester.syspathinsert()
     return pytester
+
+
+@pytest.fixture(scope="session")
+def redis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], RedisServer]]:
+    """Start `redis-server`s on loopback on demand; every one is stopped when the session ends."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)")
+    started: list[RedisServer] = []
+
+    def start() -> RedisServer:
+        server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_servers: Callable[[], RedisServer]) -> RedisServer:
+    """One server shared by the tests of a session (each test uses budget names of its own)."""
+    return redis_servers()
+
+
+@pytest.fixture
+def redis_key() -> str:
+    """A budget name of this test's own."""
+    return f"test-{uuid.uuid4().hex[:12]}"

@@ -28,11 +28,17 @@ class FakeAPI:
         self.errors: list[int] = []
         self.cut_streams = False
         self.physical = True
+        self.answer_model: str | None = None
+        """Answer as this model whatever was asked (a gateway that substitutes another model)."""
         self._lock = threading.Lock()
 
     # -- the handler ---------------------------------------------------------------------------------------
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
+        if request.url.path.endswith("/messages/batches"):
+            with self._lock:
+                self.requests.append(body)
+            return httpx2.Response(200, json=self._batch(len(body["requests"])))
         with self._lock:
             self.requests.append(body)
             status = self.errors.pop(0) if self.errors else None
@@ -51,10 +57,26 @@ class FakeAPI:
         if self.physical:
             usage["input_tokens"] = min(usage.get("input_tokens", 0), text_bytes)
         usage["output_tokens"] = min(usage.get("output_tokens", 0), body.get("max_tokens", 10**9))
+        if self.answer_model is not None:
+            body = {**body, "model": self.answer_model}
         if body.get("stream"):
             return self._stream(body, usage)
         self._bill(body["model"], usage)
         return httpx2.Response(200, json=self._message(body["model"], usage))
+
+    def _batch(self, count: int) -> dict[str, Any]:
+        return {
+            "id": "msgbatch_fake",
+            "type": "message_batch",
+            "processing_status": "in_progress",
+            "request_counts": {"processing": count, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+            "created_at": "2026-12-01T00:00:00Z",
+            "expires_at": "2026-12-02T00:00:00Z",
+            "ended_at": None,
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": None,
+        }
 
     def _message(self, model: str, usage: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -6,6 +6,7 @@ A smoke test, not a timed test: it asserts that each script exits 0 and prints e
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ FIGURES = {
     "ledger.sqlite": True,
     "ledger.sqlite_floor_unsynced": False,
     "ledger.contention": True,
+    **({"ledger.redis": False} if shutil.which("redis-server") else {}),
     "report.build_and_write": True,
     "report.html": True,
     "overhead.inprocess": True,
@@ -34,6 +36,16 @@ FIGURES = {
     "money.saving": False,
     "money.breakdown": False,
 }
+# bench_peers.py runs only where a peer package is installed (run_all.py skips it otherwise): its figures.
+PEER_FIGURES = {"peers.costguard": True, "peers.tracing_off": False, "peers.ranking": False}
+# One line each, a ratio or why there is none ("not installed", "does not work here: ...", skipped when quick).
+PEER_LINES = (
+    "peers.anthropic_otel",
+    "peers.otel_instrumentation_anthropic",
+    "peers.logfire",
+    "peers.litellm_completion_cost",
+)
+OPTIONAL_SCRIPTS = {"bench_peers.py"}
 
 
 def test_run_all_quick_runs_every_benchmark_and_prints_every_figure() -> None:
@@ -47,9 +59,16 @@ def test_run_all_quick_runs_every_benchmark_and_prints_every_figure() -> None:
     output = done.stdout
     assert done.returncode == 0, output[-4000:] + done.stderr[-4000:]
     for script in sorted(p.name for p in BENCHMARKS.glob("bench_*.py")):
-        assert f"== {script}: exit 0" in output, f"{script} did not run or failed"
+        skipped = script in OPTIONAL_SCRIPTS and f"== {script}: skipped: " in output
+        assert skipped or f"== {script}: exit 0" in output, f"{script} did not run or failed"
+    figures = dict(FIGURES)
     problems = []
-    for key, has_target in FIGURES.items():
+    if "== bench_peers.py: exit 0" in output:
+        figures.update(PEER_FIGURES)
+        for key in PEER_LINES:
+            if len([line for line in output.splitlines() if line.startswith(f"{key}: ")]) != 1:
+                problems.append(f"{key}: expected one line (a figure or why there is none)")
+    for key, has_target in figures.items():
         lines = [line for line in output.splitlines() if line.startswith(f"{key}: ")]
         if len(lines) != 1:
             problems.append(f"{key}: expected one figure line, got {len(lines)}")

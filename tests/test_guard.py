@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from fakeapi import FakeAPI, billed_cost
@@ -192,3 +194,136 @@ def test_an_event_stream_reply_to_a_request_that_did_not_stream_is_charged_its_w
     [record] = guard.records
     assert record.estimated and record.cost_usd == record.reserved_usd > 0
     assert guard.ledger.reserved == 0
+
+
+def test_an_exception_chain_that_is_a_cycle_is_walked_once() -> None:
+    import httpx2
+
+    from pytest_costguard.providers.anthropic.middleware import _reached_the_server
+
+    first, second = RuntimeError("side effect"), ValueError("re-raised")
+    first.__context__, second.__context__ = second, first
+    assert _reached_the_server(first) is False
+    timeout = httpx2.ReadTimeout("late")
+    second.__cause__ = timeout
+    timeout.__context__ = first
+    assert _reached_the_server(first) is True
+
+
+class _Chunks:
+    """An event stream served chunk by chunk, counting what was pulled from it (no content-type header)."""
+
+    def __init__(self, model: str, usage: dict[str, int]) -> None:
+        import json
+
+        start = {"type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": None,
+                 "id": "msg_1", "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
+        usage = {"output_tokens": 0, **usage}
+        events = [
+            {"type": "message_start", "message": start},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+             "usage": {"output_tokens": usage["output_tokens"]}},
+            {"type": "message_stop"},
+        ]
+        self.chunks = [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
+        self.pulled = 0
+
+    def response(self) -> Any:
+        import httpx2
+
+        source = self
+
+        class Body(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+            def __iter__(self) -> Iterator[bytes]:
+                for chunk in source.chunks:
+                    source.pulled += 1
+                    yield chunk
+
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                for chunk in source.chunks:
+                    source.pulled += 1
+                    yield chunk
+
+        return httpx2.Response(200, stream=Body())
+
+
+def test_a_stream_without_its_content_type_is_metered_by_its_bytes_as_the_caller_reads_it() -> None:
+    import anthropic
+    import httpx2
+
+    guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1)))
+    body = _Chunks("claude-haiku-4-5", {"input_tokens": 100, "output_tokens": 10})
+    client = anthropic.Anthropic(
+        api_key="k", max_retries=0, middleware=[middleware_for(guard)],
+        http_client=httpx2.Client(transport=httpx2.MockTransport(lambda request: body.response())),
+    )
+    stream = client.messages.create(**REQUEST, stream=True)
+    assert body.pulled == 0 and not stream.response.is_closed  # nothing read ahead of the caller
+    assert [event.type for event in stream][-1] == "message_stop"
+    [record] = guard.records
+    assert not record.estimated and (record.input_tokens, record.output_tokens) == (100, 10)
+    assert record.cost_usd == Decimal("0.00015")  # Haiku 4.5 at $1/$5, not the worst case
+
+
+def test_the_async_middleware_meters_a_headerless_stream_and_a_message_like_the_sync_one() -> None:
+    import anthropic
+    import httpx2
+
+    guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1)))
+    api = FakeAPI({"input_tokens": 100, "output_tokens": 10})
+    body = _Chunks("claude-haiku-4-5", {"input_tokens": 100, "output_tokens": 10})
+
+    def reply(request: httpx2.Request) -> httpx2.Response:
+        return body.response() if b'"stream":true' in request.content.replace(b" ", b"") else api(request)
+
+    async def main() -> None:
+        client = anthropic.AsyncAnthropic(
+            api_key="k", max_retries=0, middleware=[middleware_for(guard)],
+            http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(reply)),
+        )
+        await client.messages.create(**REQUEST)
+        stream = await client.messages.create(**REQUEST, stream=True)
+        assert body.pulled == 0
+        assert [event.type async for event in stream][-1] == "message_stop"
+
+    asyncio.run(main())
+    assert [(r.streamed, r.estimated, r.cost_usd) for r in guard.records] == [
+        (False, False, Decimal("0.00015")),
+        (True, False, Decimal("0.00015")),
+    ]
+
+
+def test_a_streaming_raw_response_is_left_unread_until_the_caller_reads_it() -> None:
+    import json
+
+
+    guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1)))
+    api = FakeAPI({"input_tokens": 100, "output_tokens": 10})
+    body = _Chunks("claude-haiku-4-5", {})
+    body.chunks = [json.dumps(api._message("claude-haiku-4-5", api.usage)).encode()]
+    client = anthropic_client(guard, lambda request: body.response())
+    with client.messages.with_streaming_response.create(**REQUEST) as response:
+        assert body.pulled == 0 and not response.http_response.is_closed and guard.records == []
+        assert response.parse().usage.output_tokens == 10
+    [record] = guard.records
+    assert not record.estimated and record.cost_usd == Decimal("0.00015")
+
+
+def anthropic_client(guard: CostGuard, handler: Any) -> Any:
+    import anthropic
+    import httpx2
+
+    return anthropic.Anthropic(
+        api_key="k", max_retries=0, middleware=[middleware_for(guard)],
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+
+
+def test_a_response_naming_another_model_than_requested_is_no_routing_saving() -> None:
+    from pytest_costguard.core.pricing import usage_from_response
+
+    guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1)))
+    ticket, _ = guard.begin({**REQUEST, "model": "claude-opus-4-7"}, streamed=False)
+    # A gateway answered with a cheaper model than the one asked for; nothing was routed.
+    record = guard.settle(ticket, usage_from_response({"input_tokens": 100, "output_tokens": 10}), "claude-haiku-4-5")
+    assert record.cost_at_requested_usd == record.cost_usd == Decimal("0.00015")

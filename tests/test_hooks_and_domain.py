@@ -135,3 +135,33 @@ def test_annotated(llm_cost: TestCost):
     )
     result = pytester.runpytest("-W", "error::pytest.PytestCollectionWarning", "-p", "no:asyncio")
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("pytest_costguard.pricing", "pytest_costguard.core.pricing"),
+        ("pytest_costguard.budget", "pytest_costguard.core.budget"),
+        ("pytest_costguard.guard", "pytest_costguard.metering.guard"),
+        ("pytest_costguard.sqlite_ledger", "pytest_costguard.metering.sqlite_ledger"),
+        ("pytest_costguard.report", "pytest_costguard.reports.model"),
+        ("pytest_costguard.baseline", "pytest_costguard.reports.baseline"),
+        ("pytest_costguard.xdist", "pytest_costguard.plugin.xdist"),
+    ],
+)
+def test_a_module_path_from_before_the_layout_imports_the_module_that_moved(old: str, new: str) -> None:
+    import importlib
+
+    assert importlib.import_module(old) is importlib.import_module(new)
+
+
+def test_names_that_moved_keep_their_old_spelling() -> None:
+    from pytest_costguard.report import RefusalInfo
+    from pytest_costguard.sqlite_ledger import LedgerRefusal
+    from pytest_costguard.xdist import record_from_json, record_to_json
+
+    from pytest_costguard.domain.records import Refusal
+
+    assert RefusalInfo is LedgerRefusal is Refusal
+    record = __import__("pytest_costguard").CostRecord("m", 1, 2, Decimal("0.5"), tag="t")
+    assert record_from_json(record_to_json(record)) == record

@@ -80,7 +80,7 @@ def test_refusals_and_an_exceeded_budget_are_marked_plainly() -> None:
 
 def test_overspend_and_replay_savings_are_shown_when_the_report_has_them() -> None:
     report = small_report()
-    assert "Overspent" not in render_html(report) and "Replay: saved" not in render_html(report)
+    assert "Overspent:" not in render_html(report) and "Replay: saved" not in render_html(report)
     report["overspent_usd"] = 0.05
     report["savings"]["replay_usd"] = 0.75
     report["calls"][0]["replayed"] = True

@@ -161,3 +161,28 @@ def test_the_costguard_command_merges(shards: list[Path], tmp_path: Path) -> Non
     done = subprocess.run([str(command), "merge"], capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert "the following arguments are required: REPORT" in done.stderr
+
+
+def test_the_same_report_given_twice_is_refused(shards: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(["merge", str(shards[0]), str(shards[1]), str(shards[0])], capsys)
+    assert status == 2 and out == ""
+    assert f"{shards[0]} and {shards[0]} are the same report" in err
+    copy = shards[0].with_name("copy.json")
+    copy.write_bytes(shards[0].read_bytes())
+    status, _, err = run(["merge", str(shards[0]), str(copy)], capsys)
+    assert status == 2 and "the same report" in err  # a copy under another name counts twice just the same
+
+
+def test_costguard_version_names_the_installed_package(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    status, out, _ = run(["--version"], capsys)
+    assert (status, out) == (0, f"costguard {version('pytest-costguard')}\n")
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_quiet(shards: list[Path]) -> None:
+    # The reader closes its end before the writer has started, so every write meets a closed pipe.
+    command = f"{sys.executable} -m pytest_costguard.cli report {shards[0]} | (exec 0<&-; sleep 2)"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60)
+    assert done.stderr == ""
+    assert done.returncode == 141  # as a writer killed by SIGPIPE, the status shells expect

@@ -139,6 +139,29 @@ def test_free():
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
+def test_a_test_that_expects_a_refusal_handles_it_and_passes(fake_pytester: pytest.Pytester) -> None:
+    _suite(
+        fake_pytester,
+        """
+from pytest_costguard import BudgetExceededError
+
+@pytest.mark.llm_budget(0.001, expect_refusal=True)
+def test_the_app_reports_a_refusal():
+    with pytest.raises(BudgetExceededError):
+        ask()
+
+@pytest.mark.llm_budget(0.001, expect_refusal=True)
+def test_an_unexpected_success_still_fails():
+    ask(max_tokens=1)  # fits? no: the worst case of 4,000 bytes of input is above $0.001
+""",
+    )
+    result = fake_pytester.runpytest("--llm-report=r.json")
+    # The first handles its refusal; the second lets BudgetExceededError escape, which fails it as any error.
+    result.assert_outcomes(passed=1, failed=1)
+    assert _billed(fake_pytester) == []
+    assert _report(fake_pytester)["refused_calls"] == 2
+
+
 def test_the_closest_marker_wins_over_a_module_or_class_marker(fake_pytester: pytest.Pytester) -> None:
     _suite(
         fake_pytester,
@@ -213,7 +236,10 @@ def test_a_configured_price_makes_an_unknown_model_usable(fake_pytester: pytest.
     assert _report(fake_pytester)["total_cost_usd"] == 0.03
 
 
-def test_an_unknown_model_without_a_price_is_refused_before_sending(fake_pytester: pytest.Pytester) -> None:
+def test_under_a_budget_an_unknown_model_without_a_price_is_refused_before_sending(
+    fake_pytester: pytest.Pytester,
+) -> None:
+    # Without a budget such a call is sent and recorded unpriced (tests/test_hard_cap.py).
     _suite(
         fake_pytester,
         """
@@ -223,7 +249,7 @@ def test_x():
     assert API.requests == []
 """,
     )
-    fake_pytester.runpytest().assert_outcomes(passed=1)
+    fake_pytester.runpytest("--llm-budget=1").assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize(
@@ -233,7 +259,8 @@ def test_x():
             "llm_budget('lots')",
             "@pytest.mark.llm_budget on test_suite.py::test_x: 'lots' is not a dollar amount*",
         ),
-        ("llm_budget(1, 2)", "@pytest.mark.llm_budget on test_suite.py::test_x: takes one argument*"),
+        ("llm_budget(1, 2)", "@pytest.mark.llm_budget on test_suite.py::test_x: takes the budget in USD*"),
+        ("llm_budget(1, expect_refusal='yes')", "*llm_budget on test_suite.py::test_x: takes the budget in USD*"),
         ("llm_model(3)", "@pytest.mark.llm_model on test_suite.py::test_x: takes one argument*"),
         ("llm_model('claude-nonesuch-9')", "*no price known for model 'claude-nonesuch-9'*"),
     ],
@@ -452,7 +479,7 @@ def test_markdown_report_and_github_step_summary(
 
 def test_junit_xml_carries_each_tests_cost(fake_pytester: pytest.Pytester) -> None:
     _suite(fake_pytester, "def test_x(): ask()\ndef test_no_call(): pass")
-    fake_pytester.runpytest("--junitxml=j.xml").assert_outcomes(passed=2)
+    fake_pytester.runpytest("--junitxml=j.xml", "--llm-meter").assert_outcomes(passed=2)
     xml = (fake_pytester.path / "j.xml").read_text()
     assert '<property name="llm_cost_usd" value="0.0045"' in xml
     assert '<property name="llm_calls" value="1"' in xml

@@ -127,3 +127,51 @@ def test_older_responses_without_the_ttl_split_count_writes_as_five_minute() -> 
 def test_pricing_goes_by_the_response_model_not_the_alias() -> None:
     body = _body("claude-haiku-4-5-20251001", 1_000_000, 0, 0, 0, 0, 0)
     assert cost_of_response(body) == Decimal(1)
+
+
+def test_us_only_inference_costs_1_1x_the_token_prices_of_a_4_6_or_newer_model() -> None:
+    body = _body("claude-opus-4-7", 1000, 100, 500, 0, 2000, 1)
+    body["usage"]["inference_geo"] = "us"
+    # Opus 4.7: $5 in, $6.25 5m write, $0.50 read, $25 out per MTok, times 1.1; the search fee ($10 per 1k) is
+    # per search, not per token, and is not multiplied.
+    tokens = (Decimal(1000) * 5 + 500 * Decimal("6.25") + 2000 * Decimal("0.5") + 100 * 25) / 1_000_000
+    assert tokens == Decimal("0.011625")
+    assert cost_of_response(body) == tokens * Decimal("1.1") + Decimal("0.01") == Decimal("0.0227875")
+    body["usage"]["inference_geo"] = "global"
+    assert cost_of_response(body) == tokens + Decimal("0.01")
+
+
+@pytest.mark.parametrize(
+    ("model", "multiplied"),
+    [
+        ("claude-opus-4-6", True),
+        ("claude-sonnet-4-6", True),
+        ("claude-sonnet-5-5", True),
+        ("us.anthropic.claude-opus-4-7-20260101-v1:0", True),
+        ("claude-opus-4-5", False),
+        ("claude-haiku-4-5-20251001", False),
+    ],
+)
+def test_the_us_only_multiplier_applies_from_claude_4_6_on(model: str, multiplied: bool) -> None:
+    from pytest_costguard.core.pricing import us_only_multiplier
+
+    book = PriceBook(overrides={model: PriceOverride(Decimal(1), Decimal(2))})
+    plain = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    us = Usage(input_tokens=1_000_000, output_tokens=1_000_000, us_only=True)
+    assert book.cost(plain, model) == Decimal(3)
+    assert book.cost(us, model) == (Decimal("3.3") if multiplied else Decimal(3))
+    assert us_only_multiplier(model) == (Decimal("1.1") if multiplied else 1)
+
+
+def test_settlement_charges_what_a_us_only_response_reports() -> None:
+    from pytest_costguard.metering.guard import CostGuard
+
+    guard = CostGuard()
+    request = {"model": "claude-sonnet-4-6", "max_tokens": 100, "inference_geo": "us",
+               "messages": [{"role": "user", "content": "x" * 2000}]}
+    ticket, _ = guard.begin(request, streamed=False)
+    record = guard.settle(ticket, usage_from_response({"input_tokens": 1000, "output_tokens": 100,
+                                                       "inference_geo": "us"}))
+    # Sonnet 4.6 at $3/$15: (3000 + 1500) / 1e6 = $0.0045, times 1.1.
+    assert record.cost_usd == Decimal("0.00495")
+    assert record.cost_usd <= (record.reserved_usd or 0)

@@ -29,6 +29,7 @@ FULL = CostRecord(
     cost_at_requested_usd=Decimal("0.1"),
     cost_uncached_usd=Decimal("0.2"),
     reserved_usd=Decimal("0.3"),
+    unpriced=True,
 )
 
 

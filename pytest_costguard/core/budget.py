@@ -1,57 +1,130 @@
-"""Budgets: the error a refused call raises, and the worst-case cost of a request before it is sent.
+"""Budgets: the error a refused call raises, the worst-case cost of a request before it is sent, and the
+overspend a settled run may still show.
 
 The worst-case bound (`worst_case_cost`) is what makes a hard cap possible: a call is admitted only when its
-worst case fits in what is left of the budget. Its assumptions, documented in docs/budgets.md:
+worst case fits in what is left of the budget. Its rules, each with its source in docs/budgets.md:
 
-* Input tokens <= UTF-8 bytes of the request's billed content serialized as compact JSON (system, messages,
-  tools). Claude's tokenizer is a byte-level BPE, so a text never has more tokens than bytes; the JSON keys and
-  punctuation more than cover the few template tokens the API adds per message.
-* Tool use adds a hidden system prompt (a few hundred tokens): `TOOL_PROMPT_ALLOWANCE` is added when tools are
-  given. Images and documents given by URL or file id are not in the request bytes: each adds
-  `REMOTE_IMAGE_ALLOWANCE` / `REMOTE_DOCUMENT_ALLOWANCE` tokens. Inline (base64) media are bounded by their bytes.
+* Text: input tokens <= UTF-8 bytes of the request's billed content serialized as compact JSON (system,
+  messages, tools). Claude's tokenizer is a byte-level BPE, so a text never has more tokens than bytes; the JSON
+  keys and punctuation more than cover the few template tokens the API adds per message.
+* Content whose tokens are not in its bytes is bounded by what the API allows (`BoundRules`): an image, inline
+  or by reference, at the per-image maximum (its base64 bytes are not counted); an inline PDF at its pages (counted
+  from its bytes) times the per-page maximum, on top of its bytes; a PDF whose pages cannot be counted, and any
+  document by URL or `file_id`, at the model's context window.
+* Tools: the tool-use system prompt, plus each built-in tool's documented overhead (computer use, bash, text
+  editor; an unknown typed tool a generous allowance).
+* Server tools: web search `max_uses` (or `DEFAULT_WEB_SEARCH_USES`) searches at the per-search fee, each with
+  `WEB_SEARCH_RESULT_ALLOWANCE` tokens of results; web fetch `max_uses` x `max_content_tokens`, the context
+  window when either is absent.
+* Without server tools, no request is billed more input than the model's context window: the bound is capped
+  there. (Server tools run several samplings in one request, so their input is not capped.)
 * Output tokens <= `max_tokens` (thinking included).
-* Server web searches: `max_uses` of the tool, or `DEFAULT_WEB_SEARCH_USES`; each may add
-  `WEB_SEARCH_RESULT_ALLOWANCE` input tokens of results.
 * Input is priced at the dearest rate it could be billed at: the 1-hour cache write rate when a 1-hour
   breakpoint is present, the 5-minute write rate when any breakpoint is, else the plain input rate; tiered
-  (long-context) prices are taken at the tier the bound falls in.
+  (long-context) prices are taken at the tier the bound falls in; `inference_geo="us"` adds 10%.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from typing import Any, NamedTuple
+from typing import Any
 
+from ..domain.models import lookup_model_family
 from ..domain.money import format_usd
-from .pricing import PriceBook, Rates, default_price_book
+from ..domain.records import CostRecord
+from ..domain.request import Block, blocks, content_blocks
+from .pricing import US_ONLY_MULTIPLIER, PriceBook, Rates, default_price_book
 
 __all__ = [
+    "DEFAULT_RULES",
+    "Bound",
+    "BoundRules",
     "BudgetExceededError",
+    "Overspend",
+    "bound_request",
+    "find_overspend",
     "input_token_bound",
     "worst_case_cost",
 ]
 
 TOOL_PROMPT_ALLOWANCE = 1_000
-REMOTE_IMAGE_ALLOWANCE = 10_000
-REMOTE_DOCUMENT_ALLOWANCE = 100_000
+"""The hidden tool-use system prompt (346 tokens on Claude 4 models, Anthropic's tool-use docs), with room."""
 DEFAULT_WEB_SEARCH_USES = 10
 WEB_SEARCH_RESULT_ALLOWANCE = 50_000
-_INLINE_SOURCES = {"base64", "text", "content"}
 _BILLED = ("system", "messages", "tools")
 _MTOK = Decimal(1_000_000)
-_US_ONLY_MULTIPLIER = Decimal("1.1")
-_new_tuple = tuple.__new__
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-# `JSONEncoder.encode` builds a C encoder on every call; build ours once. No circular-reference markers (so it
-# can be reused safely after an error): a circular body falls back to `_ENCODER`, which reports it.
-_C_ENCODE = (
-    None if c_make_encoder is None
-    else c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True)
-)
-_SCALARS = (str, int, float, bool, type(None))
+# `/Type /Page` objects, not `/Type /Pages` (the page tree's nodes), and `/Count N` of the page tree.
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+_PDF_COUNT = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)|/Count\s+(\d+)[^>]*?/Type\s*/Pages\b")
+
+
+@dataclass(frozen=True, slots=True)
+class BoundRules:
+    """What the API allows for content whose tokens are not in its bytes; docs/budgets.md gives each source."""
+
+    image_max_tokens: int = 1_600
+    """An image's most tokens: the API resizes to a long edge of 1568 px / ~1.15 MP, ~1,600 tokens at
+    width x height / 750 (Anthropic's vision docs)."""
+    pdf_page_max_tokens: int = 3_000
+    """A PDF page's most tokens beyond the file's own bytes: its image (<= 1,600) and its extracted text; Anthropic's
+    PDF docs give 1,500-3,000 tokens a page."""
+    default_context_window: int = 200_000
+    """The context window of a model `context_windows` does not list."""
+    context_windows: tuple[tuple[str, int], ...] = (
+        ("claude-sonnet-4", 1_000_000),
+        ("claude-opus-4-6", 1_000_000),
+        ("claude-opus-4-7", 1_000_000),
+        ("claude-opus-4-8", 1_000_000),
+        ("claude-opus-5", 1_000_000),
+        ("claude-sonnet-5", 1_000_000),
+        ("claude-haiku-5", 1_000_000),
+        ("claude-fable", 1_000_000),
+        ("claude-mythos", 1_000_000),
+    )
+    """Context windows by model family, the longest match winning (Anthropic's models overview and context-window
+    docs: 1M tokens for Sonnet 4 and newer and Opus 4.6 and newer, 200k for the others)."""
+    tool_overheads: tuple[tuple[str, int], ...] = (
+        ("computer_", 1_500),
+        ("bash_", 300),
+        ("text_editor_", 800),
+    )
+    """Input tokens a built-in tool's definition adds, by its `type` prefix (Anthropic's tool docs: computer use
+    466-499 tokens of system prompt plus 735 for the tool, bash 245, text editor 700), rounded up."""
+    unknown_tool_tokens: int = 2_000
+    """Input tokens of a typed tool (a `type` other than "custom") listed in neither table."""
+
+    def context_window(self, model: str | None) -> int:
+        """The most input tokens a request to `model` can hold."""
+        found = lookup_model_family(self.context_windows, model) if model else None
+        return found if found is not None else self.default_context_window
+
+
+DEFAULT_RULES = BoundRules()
+"""The rules `worst_case_cost` applies unless given others."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """The worst case of one request: its input-token bound, what it depends on, and what made it large."""
+
+    input_tokens: int
+    """The input-token bound."""
+    breakpoints: int = 0
+    """Cache breakpoints (`cache_control`), anywhere."""
+    ttl_1h: int = 0
+    """Breakpoints with a 1-hour TTL."""
+    web_searches: int = 0
+    """Server web searches the request allows."""
+    notes: tuple[str, ...] = field(default=())
+    """Content whose tokens are not in its bytes, and the tokens the bound gave it (for a refusal's message)."""
+    cost: Decimal = Decimal(0)
+    """The worst-case cost, once priced (`bound_request`)."""
 
 
 class BudgetExceededError(Exception):
@@ -65,128 +138,241 @@ class BudgetExceededError(Exception):
         *,
         scope: str = "session",
         reserved: Decimal | float = Decimal(0),
+        why: Iterable[str] = (),
     ) -> None:
         self.spent = Decimal(str(spent))
         self.limit = Decimal(str(limit))
         self.requested = None if requested is None else Decimal(str(requested))
         self.reserved = Decimal(str(reserved))
         self.scope = scope
+        self.why = tuple(why)
+        """What made the call's worst case large (content whose tokens are not in its bytes, a batch)."""
         super().__init__(self._message())
+
+    def explained(self, why: Iterable[str]) -> BudgetExceededError:
+        """The same refusal, saying what made the worst case large."""
+        return BudgetExceededError(
+            self.spent, self.limit, self.requested, scope=self.scope, reserved=self.reserved, why=why
+        )
 
     def _message(self) -> str:
         left = max(self.limit - self.spent - self.reserved, Decimal(0))
         held = f", {format_usd(self.reserved)} held by calls in flight" if self.reserved else ""
         if self.requested is None:
             return f"LLM {self.scope} budget exceeded: spent {format_usd(self.spent)} of {format_usd(self.limit)}"
-        return (
+        message = (
             f"LLM {self.scope} budget would be exceeded: this call could cost up to {format_usd(self.requested)}, "
             f"but only {format_usd(left)} of the {format_usd(self.limit)} budget is left "
             f"({format_usd(self.spent)} spent{held}); the call was not sent"
         )
+        if self.why:
+            message += (
+                f". What made its worst case large: {'; '.join(self.why)}. Bound it tighter (max_uses, max_content_tokens, smaller max_tokens), "
+                "or count it exactly before sending with --llm-preflight (see docs/budgets.md)"
+            )
+        return message
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_budget_error,
-            (self.spent, self.limit, self.requested, self.scope, self.reserved),
+            (self.spent, self.limit, self.requested, self.scope, self.reserved, self.why),
         )
 
 
 def _rebuild_budget_error(
-    spent: Decimal, limit: Decimal, requested: Decimal | None, scope: str, reserved: Decimal
+    spent: Decimal, limit: Decimal, requested: Decimal | None, scope: str, reserved: Decimal, why: tuple[str, ...] = ()
 ) -> BudgetExceededError:
-    return BudgetExceededError(spent, limit, requested, scope=scope, reserved=reserved)
+    return BudgetExceededError(spent, limit, requested, scope=scope, reserved=reserved, why=why)
 
 
-def _walk_blocks(value: Any, counts: dict[str, int]) -> None:
-    """Count remote media and cache breakpoints anywhere in a request's content."""
-    if isinstance(value, (dict, Mapping)):
-        if "cache_control" in value and isinstance(value["cache_control"], Mapping):
-            counts["breakpoints"] += 1
-            if value["cache_control"].get("ttl") == "1h":
-                counts["ttl_1h"] += 1
-        kind = value.get("type")
-        source = value.get("source")
-        if kind in ("image", "document") and isinstance(source, Mapping) and source.get("type") not in _INLINE_SOURCES:
-            counts["remote_image" if kind == "image" else "remote_document"] += 1
-        for item in value.values():
-            if isinstance(item, (Mapping, list)):
-                _walk_blocks(item, counts)
-    elif isinstance(value, list):
-        for item in value:
-            if not isinstance(item, _SCALARS):
-                _walk_blocks(item, counts)
+@dataclass(frozen=True, slots=True)
+class Overspend:
+    """Settled spend over a budget: the cap's assumptions failed for some call (a pricier model answered,
+    usage the bound did not foresee)."""
+
+    scope: str
+    """Which budget: "session" or "test <nodeid>"."""
+    limit: Decimal
+    """The budget, USD."""
+    spent: Decimal
+    """What was settled against it, USD."""
+    call_index: int
+    """The position, among the records given, of the call whose settlement first went over."""
+    call: CostRecord
+    """That call."""
+
+    @property
+    def over(self) -> Decimal:
+        """How far the settled spend is over the budget, USD."""
+        return self.spent - self.limit
+
+    def describe(self) -> str:
+        """Say what overran, for a test failure or the terminal summary."""
+        call = self.call
+        asked = f" (asked for {call.requested_model})" if call.requested_model not in (None, call.model) else ""
+        reserved = f", {format_usd(call.reserved_usd)} reserved" if call.reserved_usd is not None else ""
+        where = f" in {call.tag}" if call.tag is not None and not self.scope.startswith("test ") else ""
+        return (
+            f"LLM {self.scope} budget overspent: {format_usd(self.spent)} settled of {format_usd(self.limit)}, "
+            f"{format_usd(self.over)} over; the call that went over{where} was answered by {call.model}{asked} "
+            f"and cost {format_usd(call.cost_usd)}{reserved}"
+        )
 
 
-def _web_search_uses(tools: Any) -> int:
-    uses = 0
-    if isinstance(tools, list):
-        for tool in tools:
-            if isinstance(tool, Mapping) and str(tool.get("type", "")).startswith("web_search"):
-                max_uses = tool.get("max_uses")
-                uses += max_uses if isinstance(max_uses, int) and max_uses >= 0 else DEFAULT_WEB_SEARCH_USES
-    return uses
+def find_overspend(records: Iterable[CostRecord], limit: Decimal | None, scope: str) -> Overspend | None:
+    """Return how `records` (in settlement order) went over `limit`, or None when they stayed within it."""
+    if limit is None:
+        return None
+    spent = Decimal(0)
+    first: tuple[int, CostRecord] | None = None
+    for index, record in enumerate(records):
+        spent += record.cost_usd
+        if first is None and spent > limit:
+            first = (index, record)
+    if first is None:
+        return None
+    return Overspend(scope, limit, spent, first[0], first[1])
 
 
-def _compact_json(value: Any) -> str:
-    """Serialize `value` as compact JSON, non-ASCII text kept as is (so its UTF-8 length is the wire size)."""
-    if _C_ENCODE is not None:
-        try:
-            return "".join(_C_ENCODE(value, 0))
-        except (ValueError, RecursionError):
-            pass  # a circular structure: let the checking encoder say so
-    return _ENCODER.encode(value)
+def _inline_data(block: Block) -> str | None:
+    """The base64 `data` of an inline image or document, or None."""
+    source = block.data.get("source")
+    if not isinstance(source, Mapping) or source.get("type") != "base64":
+        return None
+    data = source.get("data")
+    return data if isinstance(data, str) else None
 
 
-class _Scan(NamedTuple):
-    """What a request holds that its worst case depends on."""
+def pdf_page_count(data: str) -> int | None:
+    """Count a base64 PDF's pages from its bytes: its `/Type /Page` objects, or its page tree's `/Count`; None
+    when neither can be read (object streams compress them, or the data is not base64)."""
+    try:
+        raw = base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    pages = len(_PDF_PAGE.findall(raw))
+    counts = [int(a or b) for a, b in _PDF_COUNT.findall(raw)]
+    found = max([pages, *counts])
+    return found or None
 
-    input_tokens: int
-    """The input-token bound."""
-    breakpoints: int = 0
-    """Cache breakpoints (`cache_control`), anywhere."""
-    ttl_1h: int = 0
-    """Breakpoints with a 1-hour TTL."""
-    web_searches: int = 0
-    """Server web searches the request allows."""
+
+class _Tally:
+    """What the block walk found: tokens beyond the bytes, bytes not billed as text, and why."""
+
+    __slots__ = ("breakpoints", "extra", "notes", "ttl_1h", "unbilled_bytes")
+
+    def __init__(self) -> None:
+        self.breakpoints = 0
+        self.ttl_1h = 0
+        self.extra = 0
+        self.unbilled_bytes = 0
+        self.notes: list[str] = []
+
+    def add(self, tokens: int, note: str) -> None:
+        self.extra += tokens
+        self.notes.append(f"{note}: up to {tokens:,} tokens")
 
 
-def _scan(request: Mapping[str, Any]) -> _Scan:
+def _media(block: Block, rules: BoundRules, window: int, tally: _Tally) -> None:
+    """Bound one image or document block (and images inside a document's content)."""
+    kind = block.kind
+    source = block.source_type
+    data = _inline_data(block)
+    if kind == "image":
+        if data is not None and data.isascii():
+            tally.unbilled_bytes += len(data)  # its tokens come from its pixels, not its base64
+        tally.add(rules.image_max_tokens, f"an image ({source or 'unknown source'}) at the per-image maximum")
+        return
+    if kind != "document" or source in ("text", None):
+        return  # plain text is in the bytes
+    if source == "content":
+        for inner in content_blocks(block.data["source"].get("content")):
+            if inner.get("type") == "image":
+                _media(Block(block.section, inner), rules, window, tally)
+        return
+    pages = pdf_page_count(data) if data is not None else None
+    if pages is not None:
+        tally.add(pages * rules.pdf_page_max_tokens, f"an inline PDF of {pages} page(s) at the per-page maximum")
+    elif data is not None:
+        tally.add(window, "an inline document whose pages cannot be counted, at the context window")
+    else:
+        tally.add(window, f"a document by {source}, not visible before sending, at the context window")
+
+
+def _tool_tokens(tools: Any, rules: BoundRules, window: int, tally: _Tally) -> tuple[int, bool]:
+    """Add the tools' overheads and server tools' input to `tally`; return (web searches, any server tool)."""
+    searches = 0
+    server = False
+    tally.extra += TOOL_PROMPT_ALLOWANCE
+    for tool in content_blocks(tools):
+        kind = tool.get("type")
+        if not isinstance(kind, str) or kind == "custom":
+            continue
+        if kind.startswith("web_search"):
+            server = True
+            max_uses = tool.get("max_uses")
+            uses = max_uses if isinstance(max_uses, int) and max_uses >= 0 else DEFAULT_WEB_SEARCH_USES
+            searches += uses
+            tally.extra += uses * WEB_SEARCH_RESULT_ALLOWANCE
+        elif kind.startswith("web_fetch"):
+            server = True
+            fetches, per_fetch = tool.get("max_uses"), tool.get("max_content_tokens")
+            if isinstance(fetches, int) and fetches >= 0 and isinstance(per_fetch, int) and per_fetch >= 0:
+                tally.add(fetches * per_fetch, f"web_fetch, {fetches} use(s) of up to {per_fetch:,} tokens")
+            else:
+                tally.add(window, "web_fetch without max_uses and max_content_tokens, at the context window")
+        else:
+            server = server or kind.startswith("code_execution")
+            overhead = next((t for prefix, t in rules.tool_overheads if kind.startswith(prefix)), None)
+            tally.extra += overhead if overhead is not None else rules.unknown_tool_tokens
+    return searches, server
+
+
+def _scan(request: Mapping[str, Any], rules: BoundRules, model: str | None) -> Bound:
     """Return the input-token bound of `request` and what it holds (breakpoints, 1h TTLs, web searches)."""
-    billed = {}
-    for key in _BILLED:
-        if key in request:
-            billed[key] = request[key]
-    text = _compact_json(billed)
-    bound = len(text) if text.isascii() else len(text.encode("utf-8"))
+    billed = {key: request[key] for key in _BILLED if key in request}
+    text = json.dumps(billed, ensure_ascii=False, separators=(",", ":"), default=str)
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     tools = request.get("tools")
     top = request.get("cache_control")
     if not tools and top is None and '"cache_control"' not in text and '"source"' not in text:
-        # The common case (plain text, no tools, no breakpoints, no remote media); tuple.__new__ skips the
-        # NamedTuple's Python-level constructor, on every call.
-        return _new_tuple(_Scan, (bound, 0, 0, 0))
-    counts = {"breakpoints": 0, "ttl_1h": 0, "remote_image": 0, "remote_document": 0}
-    if '"cache_control"' in text or '"source"' in text:
-        _walk_blocks(billed, counts)  # the only keys it counts: most requests have neither
+        return Bound(size)  # the common case: plain text, no tools, no breakpoints, no media
+    window = rules.context_window(model if model is not None else _model(request))
+    tally = _Tally()
+    for block in blocks(request):
+        ttl = block.ttl
+        if ttl is not None:
+            tally.breakpoints += 1
+            tally.ttl_1h += ttl == "1h"
+        if block.section != "tools" and block.kind in ("image", "document"):
+            _media(block, rules, window, tally)
     if isinstance(top, Mapping):
-        counts["breakpoints"] += 1
-        counts["ttl_1h"] += top.get("ttl") == "1h"
-    bound += counts["remote_image"] * REMOTE_IMAGE_ALLOWANCE
-    bound += counts["remote_document"] * REMOTE_DOCUMENT_ALLOWANCE
-    searches = _web_search_uses(tools)
-    if tools:
-        bound += TOOL_PROMPT_ALLOWANCE
-    bound += searches * WEB_SEARCH_RESULT_ALLOWANCE
-    return _Scan(bound, counts["breakpoints"], counts["ttl_1h"], searches)
+        tally.breakpoints += 1
+        tally.ttl_1h += top.get("ttl") == "1h"
+    searches, server = _tool_tokens(tools, rules, window, tally) if tools else (0, False)
+    bound = size - tally.unbilled_bytes + tally.extra
+    if not server and bound > window:
+        # The API rejects (and does not bill) a prompt over the context window; server tools sample repeatedly.
+        bound = window
+        tally.notes.append(f"capped at the context window, {window:,} tokens")
+    return Bound(bound, tally.breakpoints, tally.ttl_1h, searches, tuple(tally.notes))
 
 
-def input_token_bound(request: Mapping[str, Any]) -> int:
+def _model(request: Mapping[str, Any]) -> str | None:
+    model = request.get("model")
+    return model if isinstance(model, str) else None
+
+
+def input_token_bound(request: Mapping[str, Any], rules: BoundRules = DEFAULT_RULES) -> int:
     """Return an upper bound on the input tokens a Messages request can be billed for."""
-    return _scan(request).input_tokens
+    return _scan(request, rules, None).input_tokens
 
 
-def worst_case_from_rates(request: Mapping[str, Any], rates: Rates) -> Decimal:
-    """Return the most `request` can cost at `rates` (see the module docstring for the assumptions)."""
-    scan = _scan(request)
+def bound_request(
+    request: Mapping[str, Any], rates: Rates, rules: BoundRules = DEFAULT_RULES, *, model: str | None = None
+) -> Bound:
+    """Return the worst case of `request` at `rates`, with what made it large (see the module docstring)."""
+    scan = _scan(request, rules, model)
     tokens_in = scan.input_tokens
     input_rate = rates.input.at(tokens_in)
     if scan.breakpoints:
@@ -199,13 +385,23 @@ def worst_case_from_rates(request: Mapping[str, Any], rates: Rates) -> Decimal:
     if scan.web_searches:
         cost += scan.web_searches * rates.web_search_per_1k / 1000
     if request.get("inference_geo") == "us":
-        # US-only inference costs 1.1x on recent models; genai-prices does not model it, so bound it here.
-        cost *= _US_ONLY_MULTIPLIER
-    return cost
+        # US-only inference costs 1.1x on recent models (`pricing.US_ONLY_MULTIPLIER`); the bound takes it on
+        # every model and on search fees too, the dear side of what settlement charges.
+        cost *= US_ONLY_MULTIPLIER
+    return Bound(tokens_in, scan.breakpoints, scan.ttl_1h, scan.web_searches, scan.notes, cost)
+
+
+def worst_case_from_rates(request: Mapping[str, Any], rates: Rates, rules: BoundRules = DEFAULT_RULES) -> Decimal:
+    """Return the most `request` can cost at `rates` (see the module docstring for the assumptions)."""
+    return bound_request(request, rates, rules).cost
 
 
 def worst_case_cost(
-    request: Mapping[str, Any], prices: PriceBook | None = None, *, model: str | None = None
+    request: Mapping[str, Any],
+    prices: PriceBook | None = None,
+    *,
+    model: str | None = None,
+    rules: BoundRules = DEFAULT_RULES,
 ) -> Decimal:
     """Return an upper bound on what a Messages request can cost, before it is sent.
 
@@ -216,4 +412,4 @@ def worst_case_cost(
     if not isinstance(name, str) or not name:
         raise ValueError("the request names no model: cannot bound its cost")
     rates = (prices or default_price_book()).rates(name, fast=request.get("speed") == "fast")
-    return worst_case_from_rates(request, rates)
+    return bound_request(request, rates, rules, model=name).cost

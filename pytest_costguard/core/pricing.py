@@ -6,6 +6,7 @@ then prices each usage with plain Decimal arithmetic, which keeps the per-call c
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from ..domain.models import canonical_model, lookup_model
 from ..domain.records import Usage, usage_from_response
 
 __all__ = [
+    "US_ONLY_MULTIPLIER",
     "PriceBook",
     "PriceOverride",
     "Rate",
@@ -24,11 +26,31 @@ __all__ = [
     "Usage",
     "cost_of_response",
     "default_price_book",
+    "us_only_multiplier",
     "usage_from_response",
 ]
 
 _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
+US_ONLY_MULTIPLIER = Decimal("1.1")
+"""US-only inference (`usage.inference_geo == "us"`) costs 1.1x every token price on Claude 4.6 and newer models
+(Anthropic's pricing docs, "Data residency pricing"; /work/shared/reference/anthropic-api-facts.md, "Usage and
+what is billed"). genai-prices does not model it, so this layer applies it."""
+_US_ONLY_SINCE = (4, 6)
+_VERSION = re.compile(r"^claude-[a-z]+-(\d+)(?:-(\d{1,2}))?(?:-|$)")
+
+
+def us_only_multiplier(model: str) -> Decimal:
+    """The multiplier US-only inference puts on `model`'s token prices: 1.1 from Claude 4.6 on, else 1.
+
+    A model id whose version cannot be read (a custom name in `llm_prices`) takes 1.1: a meter for a budget
+    errs on the dear side.
+    """
+    found = _VERSION.match(canonical_model(model))
+    if found is None:
+        return US_ONLY_MULTIPLIER
+    version = (int(found.group(1)), int(found.group(2) or 0))
+    return US_ONLY_MULTIPLIER if version >= _US_ONLY_SINCE else Decimal(1)
 
 
 class UnknownModelPrice(LookupError):
@@ -92,6 +114,8 @@ class Rates:
         if usage.cache_read_input_tokens:
             cost += usage.cache_read_input_tokens * self.cache_read.at(total_in)
         cost /= _MTOK
+        if usage.us_only:
+            cost *= us_only_multiplier(self.model)  # on token prices; search fees are per search, not per token
         if usage.web_search_requests:
             cost += usage.web_search_requests * self.web_search_per_1k / 1000
         return cost

@@ -238,10 +238,33 @@ def _delay_or_give_up(
     return asked
 
 
-def _log_retry(retry: int, policy: RetryPolicy, exc: Exception, delay: float) -> None:
-    logger.info(
-        "retry %d/%d in %.2f s after %s: %s", retry + 1, policy.max_retries, delay, type(exc).__name__, exc
-    )
+class _Retrying:
+    """The state both retry loops share: which retry comes next, and what to do before it."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        rng: Callable[[], float],
+        on_retry: Callable[[int, BaseException, float], object] | None,
+    ) -> None:
+        self.policy = policy
+        self.rng = rng
+        self.on_retry = on_retry
+        self.retry = 0
+
+    def delay_after(self, exc: Exception) -> float | None:
+        """Return how long to wait before retrying after `exc` (logged, reported), or None to raise it."""
+        delay = _delay_or_give_up(exc, self.retry, self.policy, self.rng)
+        if delay is None:
+            return None
+        logger.info(
+            "retry %d/%d in %.2f s after %s: %s",
+            self.retry + 1, self.policy.max_retries, delay, type(exc).__name__, exc,
+        )
+        if self.on_retry is not None:
+            self.on_retry(self.retry + 1, exc, delay)
+        self.retry += 1
+        return delay
 
 
 def call_with_retry(
@@ -262,20 +285,15 @@ def call_with_retry(
     before each wait, `attempt` being the 1-based number of the attempt that failed. When retries run out
     the last error is raised.
     """
-    resolved = _resolve(policy, max_retries)
-    retry = 0
+    retrying = _Retrying(_resolve(policy, max_retries), rng, on_retry)
     while True:
         try:
             return func()
         except Exception as exc:
-            delay = _delay_or_give_up(exc, retry, resolved, rng)
+            delay = retrying.delay_after(exc)
             if delay is None:
                 raise
-            _log_retry(retry, resolved, exc, delay)
-            if on_retry is not None:
-                on_retry(retry + 1, exc, delay)
             sleep(delay)
-            retry += 1
 
 
 async def acall_with_retry(
@@ -292,17 +310,12 @@ async def acall_with_retry(
     `func` is called afresh for every attempt: pass the function, not a coroutine (one cannot be awaited
     twice). Cancellation is never retried.
     """
-    resolved = _resolve(policy, max_retries)
-    retry = 0
+    retrying = _Retrying(_resolve(policy, max_retries), rng, on_retry)
     while True:
         try:
             return await func()
         except Exception as exc:
-            delay = _delay_or_give_up(exc, retry, resolved, rng)
+            delay = retrying.delay_after(exc)
             if delay is None:
                 raise
-            _log_retry(retry, resolved, exc, delay)
-            if on_retry is not None:
-                on_retry(retry + 1, exc, delay)
             await sleep(delay)
-            retry += 1

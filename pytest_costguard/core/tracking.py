@@ -13,9 +13,10 @@ from decimal import Decimal
 from typing import Any
 
 from ..domain.money import to_decimal
-from ..domain.records import CostRecord
+from ..domain.records import MONEY_FIELDS, RECORD_FIELDS, CostRecord
 
-__all__ = ["CostRecord", "CostTracker", "to_decimal"]
+# MONEY_FIELDS, RECORD_FIELDS and CostRecord are re-exported from domain.records (their home before 0.2 was here).
+__all__ = ["MONEY_FIELDS", "RECORD_FIELDS", "CostRecord", "CostTracker", "to_decimal"]
 
 
 @dataclass(frozen=True, slots=True)

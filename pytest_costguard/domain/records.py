@@ -48,6 +48,8 @@ class Usage:
     """Billed at the Message Batches tier (`service_tier == "batch"`)."""
     fast: bool = False
     """Billed at fast-mode prices (`speed == "fast"`)."""
+    us_only: bool = False
+    """Run with US-only inference (`inference_geo == "us"`), which costs more on recent models."""
 
     @property
     def cache_creation_input_tokens(self) -> int:
@@ -93,6 +95,7 @@ def usage_from_response(usage: Mapping[str, Any] | None) -> Usage:
         searches,
         get("service_tier") == "batch",
         get("speed") == "fast",
+        get("inference_geo") == "us",
     )
 
 
@@ -130,6 +133,9 @@ class CostRecord:
     """What the same tokens would have cost with no prompt caching (for caching savings)."""
     reserved_usd: Decimal | None = None
     """The worst case reserved before sending: a real cost above it means the bound's assumptions failed."""
+    unpriced: bool = False
+    """No price was known for the billed model (only possible without a budget): `cost_usd` is 0, or the
+    admitted model's price standing in when the response named an unknown model."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.cost_usd, Decimal):
@@ -180,7 +186,7 @@ def record_from_dict(data: Mapping[str, Any]) -> CostRecord:
     for name in MONEY_FIELDS:
         if values.get(name) is not None:
             values[name] = usd_from_json(values[name])
-    for name in ("streamed", "estimated"):
+    for name in ("streamed", "estimated", "unpriced"):
         if name in values:
             values[name] = bool(values[name])
     return CostRecord(**values)

@@ -16,7 +16,11 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """Serve the emulator until interrupted; return the exit status."""
     parser = argparse.ArgumentParser(
-        prog=prog, description="Serve a local stand-in for Anthropic's Messages API (see docs/offline.md)."
+        prog=prog,
+        description="Serve a local stand-in for Anthropic's Messages API: POST /v1/messages (JSON and SSE), "
+        "/v1/messages/count_tokens and /v1/messages/batches, billed by Anthropic's published token rules. "
+        "Point a client at it with ANTHROPIC_BASE_URL=http://HOST:PORT (any API key). Control endpoints under "
+        "/_emulator/ inject faults and read what was billed.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: 0, a free port)")

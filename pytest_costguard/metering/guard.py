@@ -13,11 +13,12 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from ..core.budget import BudgetExceededError, worst_case_from_rates
+from ..core.budget import DEFAULT_RULES, BoundRules, BudgetExceededError, bound_request
 from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
 from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
 from ..core.routing import RoutePolicy
 from ..domain.records import CostRecord, Refusal
+from ..domain.request import content_blocks
 from .ledger import InMemoryLedger, Ledger, Reservation
 from .scope import SESSION, Scope, current_scope, deliver
 
@@ -36,6 +37,8 @@ class GuardConfig:
     """Minimum cacheable prompt length per model."""
     prices: PriceBook = field(default_factory=default_price_book)
     """Where prices come from."""
+    bound_rules: BoundRules = DEFAULT_RULES
+    """What the worst-case bound allows for content whose tokens are not in its bytes (images, PDFs, files)."""
 
 
 @dataclass(slots=True)
@@ -50,9 +53,12 @@ class Ticket:
     streamed: bool
     retries: int
     holds: list[tuple[Ledger, Reservation]]
-    rates: Rates
-    """The prices the attempt was admitted at (the model's, standard tier, `fast` or not)."""
+    rates: Rates | None
+    """The prices the attempt was admitted at (the model's, standard tier, `fast` or not); None when no price
+    is known for the model and no budget applies (the call is metered unpriced)."""
     fast: bool
+    batch: bool = False
+    """A Message Batches creation: charged its requests' worst case, estimated, when it is created."""
     done: bool = False
 
 
@@ -87,7 +93,8 @@ class CostGuard:
         """Route and admit one attempt; return its ticket and the body to send.
 
         Raises `BudgetExceededError` (nothing is sent) when its worst case does not fit a budget, and
-        `UnknownModelPrice` when the model it would go to has no known price.
+        `UnknownModelPrice` when the model it would go to has no known price and a budget applies: without a
+        budget such a call is sent and recorded unpriced, since observing must never break a test.
         """
         scope = self.scope
         config = self.config
@@ -104,20 +111,16 @@ class CostGuard:
         if config.auto_cache:
             body = self._maybe_cache(body)
         fast = body.get("speed") == "fast"
-        rates = config.prices.rates(model, fast=fast)
-        worst = worst_case_from_rates(body, rates)
-        holds: list[tuple[Ledger, Reservation]] = []
+        rates: Rates | None
         try:
-            test_ledger = self.test_ledger(scope)
-            if test_ledger is not None:
-                holds.append((test_ledger, test_ledger.reserve(worst)))
-            holds.append((self.ledger, self.ledger.reserve(worst)))
-        except BudgetExceededError as exc:
-            for ledger, reservation in holds:
-                ledger.release(reservation)
-            with self._lock:
-                self.refusals.append(Refusal(scope.tag, exc.scope, worst, str(exc)))
-            raise
+            rates = config.prices.rates(model, fast=fast)
+        except UnknownModelPrice:
+            if self.ledger.limit is not None or scope.budget is not None:
+                raise  # a budget cannot bound a call it cannot price
+            rates = None
+        bound = bound_request(body, rates, config.bound_rules, model=model) if rates is not None else None
+        worst = bound.cost if bound is not None else _ZERO
+        holds = self._reserve(scope, worst, bound.notes if bound is not None else ())
         max_tokens = body.get("max_tokens")
         ticket = Ticket(
             scope.tag,
@@ -134,6 +137,60 @@ class CostGuard:
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket, body
+
+    def _reserve(self, scope: Scope, worst: Decimal, notes: tuple[str, ...]) -> list[tuple[Ledger, Reservation]]:
+        """Hold `worst` against the test's budget and the session's, or record the refusal and raise it."""
+        holds: list[tuple[Ledger, Reservation]] = []
+        try:
+            test_ledger = self.test_ledger(scope)
+            if test_ledger is not None:
+                holds.append((test_ledger, test_ledger.reserve(worst)))
+            holds.append((self.ledger, self.ledger.reserve(worst)))
+        except BudgetExceededError as exc:
+            for ledger, reservation in holds:
+                ledger.release(reservation)
+            refused = exc.explained(notes) if notes else exc
+            with self._lock:
+                self.refusals.append(Refusal(scope.tag, refused.scope, worst, str(refused)))
+            if refused is exc:
+                raise
+            raise refused from None
+        return holds
+
+    def begin_batch(self, body: Mapping[str, Any], *, retries: int = 0) -> Ticket:
+        """Admit a Message Batches creation: hold the sum of its requests' worst cases at batch prices.
+
+        The whole batch is refused (nothing is sent) when that sum does not fit a budget. Its results come up
+        to 24 hours later, so the batch is charged that worst case, marked estimated, when it is created.
+        """
+        scope = self.scope
+        config = self.config
+        budgeted = self.ledger.limit is not None or scope.budget is not None
+        worst = _ZERO
+        notes: list[str] = []
+        models: list[str] = []
+        for request in content_blocks(body.get("requests")):
+            params = request.get("params")
+            if not isinstance(params, Mapping):
+                continue
+            model = str(params.get("model", ""))
+            models.append(model)
+            try:
+                rates = config.prices.rates(model, batch=True, fast=params.get("speed") == "fast")
+            except UnknownModelPrice:
+                if budgeted:
+                    raise
+                continue
+            bound = bound_request(params, rates, config.bound_rules, model=model)
+            worst += bound.cost
+            notes.extend(note for note in bound.notes if note not in notes)
+        why = (f"a Message Batch of {len(models)} request(s), at batch prices", *notes[:3])
+        holds = self._reserve(scope, worst, why)
+        label = models[0] if len(set(models)) == 1 else "message batch"
+        ticket = Ticket(scope.tag, label, label, worst, 0, False, retries, holds, None, False, batch=True)
+        with self._lock:
+            self._open[id(ticket)] = ticket
+        return ticket
 
     def test_ledger(self, scope: Scope) -> InMemoryLedger | None:
         """The ledger of the test `scope` names, when it has its own budget (opened on its first call)."""
@@ -187,26 +244,35 @@ class CostGuard:
         billed_model = model or ticket.model
         at_requested: Decimal | None
         uncached: Decimal | None
+        unpriced = False
         if usage is None:
             # Billed, but how much is unknown: charge the worst case it was admitted for.
             usage, cost, estimated, at_requested, uncached = _NO_USAGE, ticket.worst_case, True, None, None
+            unpriced = ticket.rates is None and not ticket.batch
         else:
             prices = self.config.prices
             priced_as_billed = True
             try:
-                if billed_model == ticket.model and usage.fast == ticket.fast and not usage.batch:
+                if ticket.rates is not None and billed_model == ticket.model and usage.fast == ticket.fast and not (
+                    usage.batch
+                ):
                     cost = ticket.rates.cost(usage)  # billed as admitted (most calls): no second price lookup
                 else:
                     cost = prices.cost(usage, billed_model)
             except UnknownModelPrice:
                 # The response names a model we cannot price (an unexpected alias): bill it at the model we
-                # admitted it for, whose price we know.
-                cost = prices.cost(usage, ticket.model)
+                # admitted it for, whose price we know; with no price for that either (no budget applied),
+                # record it unpriced at $0.
+                cost = prices.cost(usage, ticket.model) if ticket.rates is not None else _ZERO
                 priced_as_billed = False
+                unpriced = True
             cached = usage.cache_write_5m_tokens or usage.cache_write_1h_tokens or usage.cache_read_input_tokens
             # Unrouted and uncached calls (most calls) cost the same in the counterfactuals: don't price them again.
+            # A call we did not route costs what it cost at the model requested, even when the response names
+            # another one (a gateway's substitute, a dated name): that difference is no routing saving.
             at_requested = (
-                cost if priced_as_billed and ticket.requested_model == billed_model
+                cost if ticket.model == ticket.requested_model or (
+                    priced_as_billed and ticket.requested_model == billed_model)
                 else self._cost_or_none(usage, ticket.requested_model)
             )
             uncached = (
@@ -229,6 +295,7 @@ class CostGuard:
             cost_at_requested_usd=at_requested,
             cost_uncached_usd=uncached,
             reserved_usd=ticket.worst_case,
+            unpriced=unpriced,
         )
         if not self._close(ticket, record):
             return record
@@ -282,6 +349,7 @@ class CostGuard:
 
 
 _NO_USAGE = Usage()
+_ZERO = Decimal(0)
 
 
 def _uncached(usage: Usage) -> Usage:

@@ -6,7 +6,7 @@ call's real cost is within its worst case, whatever the interleaving of threads 
 checks `spent + reserved + amount <= limit` under one lock.
 
 `InMemoryLedger` serves one process; `sqlite_ledger.SqliteLedger` keeps the same promise across processes
-(pytest-xdist workers) and on disk.
+(pytest-xdist workers) and on disk; `redis_ledger.RedisLedger` across machines, on a Redis server.
 """
 
 from __future__ import annotations

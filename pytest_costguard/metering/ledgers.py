@@ -1,8 +1,10 @@
-"""Choose and open the ledger that holds a session's budget: in memory, or an SQLite file shared or kept.
+"""Choose and open the ledger that holds a session's budget: in memory, an SQLite file shared or kept, or Redis.
 
 A single process keeps its budget in memory unless `--llm-ledger` asks for a durable file. A pytest-xdist
 controller with a budget starts an SQLite ledger (in a scratch directory unless `--llm-ledger` names one) and
-its workers join it, so the budget caps the whole run rather than each worker.
+its workers join it, so the budget caps the whole run rather than each worker. With `--llm-ledger=redis://...`
+every process of every run (controller, workers, other machines) joins the budget named by its key on that
+server instead.
 """
 
 from __future__ import annotations
@@ -43,12 +45,24 @@ class LedgerRequest:
     """For a worker: the host its controller runs on."""
     worker: str | None = None
     """For a worker: its xdist id."""
+    url: str | None = None
+    """`--llm-ledger=redis://...`: the Redis server holding the shared budget (for every role)."""
+    key: str = "pytest-costguard"
+    """`--llm-ledger-key`: the shared budget's name on that server."""
+    window: int | None = None
+    """`--llm-budget-window` in seconds: the shared budget starts again at each UTC-aligned window."""
+    run_id: str | None = None
+    """Names the run in the shared ledger's records (a worker gets its controller's)."""
+    machine: str | None = None
+    """Names the machine in the shared ledger's records (default: the host name)."""
 
 
 def open_session_ledger(
     request: LedgerRequest, tag_source: Callable[[], str | None]
 ) -> tuple[Ledger, list[Callable[[], None]]]:
     """Open the session's ledger; return it and what to call, in order, when the session ends."""
+    if request.url is not None:
+        return _open_redis(request, tag_source)
     if request.role == "worker" and not request.shared:
         return InMemoryLedger(limit=request.budget, scope="session"), []
     if request.role != "worker" and request.path is None and not (
@@ -91,3 +105,34 @@ def open_session_ledger(
     if scratch is not None:
         cleanups.append(lambda: shutil.rmtree(scratch, ignore_errors=True))
     return ledger, cleanups
+
+
+def _open_redis(
+    request: LedgerRequest, tag_source: Callable[[], str | None]
+) -> tuple[Ledger, list[Callable[[], None]]]:
+    from .redis_ledger import RedisLedger, redact_url
+
+    assert request.url is not None
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise LedgerChoiceError(
+            f"--llm-ledger: {redact_url(request.url)} needs the redis package: pip install 'pytest-costguard[redis]'"
+        ) from None
+    from .sqlite_ledger import LedgerError
+
+    try:
+        ledger = RedisLedger(
+            request.url,
+            request.budget,
+            "session",
+            key=request.key,
+            window=request.window,
+            run_id=request.run_id,
+            machine=request.machine,
+            worker={"worker": request.worker, "controller": "controller"}.get(request.role),
+            tag_source=tag_source,
+        )
+    except LedgerError as exc:
+        raise LedgerChoiceError(f"--llm-ledger: {exc}") from None
+    return ledger, [ledger.close]

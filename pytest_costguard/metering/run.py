@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..core.budget import Overspend
     from ..domain.records import CostRecord, Refusal
     from .guard import CostGuard
 
@@ -61,6 +62,8 @@ class CostRun:
         """Each test's outcome, by node id."""
         self.labels: dict[str, Any] = {}
         """Top-level report fields other code adds (the `backend`, for instance)."""
+        self.test_budgets: dict[str, Decimal] = {}
+        """Each budgeted test's own cap (its marker, else `budget_per_test`), by node id."""
         self._by_test: dict[str, list[CostRecord]] = {}
         self._remote_records: list[CostRecord] = []
         self._remote_refusals: list[Refusal] = []
@@ -98,6 +101,17 @@ class CostRun:
         if new is not None:
             self.outcomes[nodeid] = new
 
+    def set_test_budget(self, nodeid: str, budget: Decimal | None) -> None:
+        """Take the cap a test runs under (None: only the session's)."""
+        if budget is not None:
+            self.test_budgets[nodeid] = budget
+
+    def test_overspend(self, nodeid: str) -> Overspend | None:
+        """How a test's settled spend in this process went over its own budget, or None when it did not."""
+        from ..core.budget import find_overspend
+
+        return find_overspend(self.records_of(nodeid), self.test_budgets.get(nodeid), f"test {nodeid}")
+
     def records_of(self, nodeid: str) -> list[CostRecord]:
         """The calls a test made in this process (an index kept as calls settle)."""
         return self._by_test.get(nodeid, [])
@@ -125,6 +139,7 @@ class CostRun:
             "refusals": [refusal_to_dict(r) for r in guard.refusals],
             "failed_attempts": guard.failed_attempts,
             "outcomes": dict(self.outcomes),
+            "test_budgets": {nodeid: str(budget) for nodeid, budget in self.test_budgets.items()},
         }
 
     def merge(self, output: Mapping[str, Any]) -> None:
@@ -138,6 +153,8 @@ class CostRun:
         )
         for nodeid, outcome in output["outcomes"].items():
             self.outcomes.setdefault(nodeid, outcome)  # outcomes forwarded with the test reports win
+        for nodeid, budget in output.get("test_budgets", {}).items():
+            self.test_budgets.setdefault(nodeid, Decimal(budget))
 
     def add_remote(self, records: Iterable[CostRecord], refusals: Iterable[Refusal], failed_attempts: int = 0) -> None:
         """Add records and refusals another process made (read back from a shared ledger, for instance)."""
@@ -183,6 +200,7 @@ class CostRun:
             self.outcomes,
             budget=self.budget,
             budget_per_test=self.budget_per_test,
+            test_budgets=self.test_budgets,
             refusals=self.refusals,
             failed_attempts=self.failed_attempts,
             labels=self.labels,

@@ -56,6 +56,7 @@ __all__ = [
     "LEDGER_SCHEMA",
     "LEDGER_VERSION",
     "LedgerError",
+    "LedgerRefusal",
     "LedgerSnapshot",
     "SqliteLedger",
     "read_ledger",
@@ -127,6 +128,7 @@ CREATE TABLE IF NOT EXISTS records (
     cost_at_requested_usd TEXT,
     cost_uncached_usd TEXT,
     reserved_usd TEXT,
+    unpriced INTEGER NOT NULL DEFAULT 0,
     spent_pico INTEGER NOT NULL CHECK (typeof(spent_pico) = 'integer'),
     spent_excess TEXT NOT NULL
 );
@@ -173,6 +175,10 @@ _INSERT_REFUSAL = (
 
 class LedgerError(Exception):
     """A ledger file that cannot be used: missing, not SQLite, not ours, another version, or stuck locked."""
+
+
+LedgerRefusal = Refusal
+"""The name of `domain.records.Refusal` here before 0.2 (its `amount` is now `worst_case_usd`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +248,9 @@ def _record_row(record: CostRecord) -> list[Any]:
 
 
 def _record_from_row(row: sqlite3.Row) -> CostRecord:
+    columns = row.keys()  # a ledger of an earlier release lacks the newer fields: they take their defaults
     try:
-        return record_from_dict({name: row[name] for name in RECORD_FIELDS})
+        return record_from_dict({name: row[name] for name in RECORD_FIELDS if name in columns})
     except (MoneyError, TypeError, ValueError) as exc:
         raise LedgerError(f"corrupt record in the ledger ({exc})") from None
 
@@ -353,6 +360,7 @@ class SqliteLedger:
                     f"{self.path}: a ledger of an earlier pytest-costguard (version {version}); this one writes "
                     f"version {LEDGER_VERSION}: `costguard report` still reads it, and a new run replaces it"
                 )
+            _add_missing_columns(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
         except BaseException:
             conn.close()
@@ -664,6 +672,23 @@ def _tables(conn: sqlite3.Connection, path: Path) -> set[str]:
         raise LedgerError(
             f"{path}: not a pytest-costguard ledger (not an SQLite database, or a corrupt one: {exc})"
         ) from None
+
+
+_ADDED_COLUMNS = (("unpriced", "INTEGER NOT NULL DEFAULT 0"),)
+"""Record columns added within version 2, with their definitions: a file without them gets them on opening."""
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Give a version-2 ledger written by an earlier release the record columns it lacks (their defaults fill
+    its old rows), so this release can write to it; a reader needs none of this."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+    for name, definition in _ADDED_COLUMNS:
+        if name not in columns:
+            try:
+                conn.execute(f"ALTER TABLE records ADD COLUMN {name} {definition}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it first
+                    raise
 
 
 def _check_schema(conn: sqlite3.Connection, path: Path, tables: set[str]) -> str:

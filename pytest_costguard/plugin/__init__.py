@@ -3,6 +3,10 @@
 Thin by design. What a call costs, whether it fits and what the report says live in the layers below; this
 package only turns pytest events into run events and the run's verdict into pytest's exit status and output.
 Heavy libraries (anthropic, genai-prices, sqlite3) are imported only when a call is made.
+
+Inert until asked: installed in an environment, the plugin loads in every pytest run there, so it patches
+nothing and prints nothing until the run asks for it (an option or ini setting, a marker or a fixture; see
+docs/configuration.md). `CostguardSession.activate` is the one place that turns metering on.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from .fixtures import (
     llm_pipeline,
 )
 from .marks import MARKERS, LlmMarks, read_marks
-from .options import add_options, option_getter, user_path
+from .options import add_options, asked_for, option_getter, user_path
 from .settings import Settings, SettingsError, describe, resolve_settings
 
 if TYPE_CHECKING:
@@ -56,6 +60,11 @@ __all__ = [
 ]
 
 _SESSION_KEY = pytest.StashKey["CostguardSession"]()
+_PREPARED_KEY = pytest.StashKey[bool]()
+"""Set when options asked for metering before conftests were loaded, so the SDK was patched then."""
+
+FIXTURES = frozenset({"llm_async_client", "llm_budget", "llm_client", "llm_cost", "llm_emulator", "llm_pipeline"})
+"""The plugin's fixtures: a test that uses one asks for metering."""
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -70,10 +79,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    if asked_for(early_config) is None:
+        return  # nothing asks for metering (yet): the SDK is left as it is
     # Hook the SDK before conftests import app code, so clients built at import time are metered too.
     from ..providers.anthropic import patch
 
     patch.prepare()
+    early_config.stash[_PREPARED_KEY] = True
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -91,9 +103,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "costguard-session")
     from .xdist import is_xdist_controller, register_xdist_hooks
 
-    if worker or is_xdist_controller(config) or settings.ledger is not None:
-        # A shared or durable ledger is opened now, so a bad --llm-ledger is a usage error before any test.
-        session.run.guard  # noqa: B018
+    asked = asked_for(config)
+    if asked is not None:
+        session.activate(asked)
+        if worker or is_xdist_controller(config) or settings.ledger is not None:
+            # A shared or durable ledger is opened now, so a bad --llm-ledger is a usage error before any test.
+            session.run.guard  # noqa: B018
     register_xdist_hooks(config, session)
 
 
@@ -120,6 +135,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         session.close()
         config.pluginmanager.unregister(session)
         del config.stash[_SESSION_KEY]
+    if config.stash.get(_PREPARED_KEY, False):
+        del config.stash[_PREPARED_KEY]
+        from ..providers.anthropic import patch
+
+        if not patch.is_installed():  # patched early, but the run stopped before metering (a usage error)
+            patch.restore()
+
+
+def _what_asks(item: pytest.Item, marks: LlmMarks) -> str | None:
+    """Name what in a collected test asks for metering (a marker, a fixture), or None."""
+    if marks.marked:
+        return f"a costguard marker on {item.nodeid}"
+    used = FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    return f"fixture {min(used)} in {item.nodeid}" if used else None
 
 
 def session_of(config: pytest.Config) -> CostguardSession:
@@ -132,13 +161,13 @@ class CostguardSession:
 
     def __init__(self, config: pytest.Config, settings: Settings, baseline: dict[str, Any] | None = None) -> None:
         from ..metering.run import CostRun
-        from ..providers.anthropic import patch
 
         self.config = config
         self.settings = settings
         self.baseline = baseline
         self.baseline_comparison: BaselineComparison | None = None
         self.marks: dict[str, LlmMarks] = {}
+        self._broke_budget: set[str] = set()
         self.report: dict[str, Any] | None = None
         self.write_errors: list[str] = []
         self.warnings: list[str] = []
@@ -148,6 +177,25 @@ class CostguardSession:
         self._prices: PriceBook | None = settings.prices
         self.run: CostRun = CostRun(self._build_guard, budget=settings.budget, budget_per_test=settings.budget_per_test)
         self._scope = SESSION
+        self.active_because: str | None = None
+        """What turned metering on (an option, a marker, a fixture); None while the plugin is inert."""
+
+    @property
+    def active(self) -> bool:
+        """Whether metering is on for this run."""
+        return self.active_because is not None
+
+    def activate(self, because: str) -> None:
+        """Turn metering on for the rest of the session: every Anthropic client built from now on is metered.
+
+        Clients built before (at import or collection time, when only a marker or fixture asks) are not: they
+        were built without the middleware, and the SDK offers no public way to add it afterwards.
+        """
+        if self.active_because is not None:
+            return
+        from ..providers.anthropic import patch
+
+        self.active_because = because
         # The guard itself is built on the first LLM call: a suite that makes none never imports its machinery.
         patch.install(self._guard)
 
@@ -188,13 +236,15 @@ class CostguardSession:
 
     def close(self) -> None:
         """Stop metering (clients built during the run pass calls through untouched afterwards)."""
+        if self.active_because is None:
+            return
         from ..providers.anthropic import patch
 
         patch.uninstall(self._guard)
 
     # -- hooks -------------------------------------------------------------------------------------------------
-    def pytest_report_header(self) -> str:
-        return describe(self.settings)
+    def pytest_report_header(self) -> str | None:
+        return describe(self.settings) if self.active else None
 
     def _marks(self, item: pytest.Item, parents: dict[Node | None, Any] | None = None) -> LlmMarks:
         return read_marks(item, self.settings.budget_per_test, self.price_book, parents)
@@ -202,18 +252,25 @@ class CostguardSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         errors = []
         parents: dict[Node | None, Any] = {}
+        asks: str | None = None
         for item in items:
             try:
-                self.marks[item.nodeid] = self._marks(item, parents)
+                marks = self.marks[item.nodeid] = self._marks(item, parents)
             except (SettingsError, MoneyError) as exc:
                 errors.append(str(exc))
+                continue
+            if asks is None and not self.active:
+                asks = _what_asks(item, marks)
         if errors:
             raise pytest.UsageError("\n".join(errors))
+        if asks is not None:
+            self.activate(asks)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
         marks = self.marks.get(item.nodeid) or self._marks(item)
         scope = Scope(tag=item.nodeid, budget=marks.budget, pinned_model=marks.model)
+        self.run.set_test_budget(item.nodeid, marks.budget)
         # The context variable charges this test's own calls; the fallback, threads that carry no context.
         self._set_fallback(scope)
         try:
@@ -241,13 +298,29 @@ class CostguardSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # First, so the terminal, JUnit XML, --lf, -x and xdist all see the verdict.
-        if report.when == "call" and report.passed and self.run.started:
-            refused = self.run.test_refusals(report.nodeid)
-            if refused:
-                # The code under test swallowed the refusal; the test still broke its budget.
+        if report.when in ("call", "teardown") and report.passed and self.run.started:
+            marks = self.marks.get(report.nodeid)
+            verdict = self._budget_verdict(report.nodeid, report.when, bool(marks and marks.expect_refusal))
+            if verdict is not None:
                 report.outcome = "failed"
-                report.longrepr = "pytest-costguard: " + refused[0].message
+                report.longrepr = "pytest-costguard: " + verdict
         self.run.record_outcome(report.nodeid, report.when, report.outcome, xfail=hasattr(report, "wasxfail"))
+
+    def _budget_verdict(self, nodeid: str, when: str, expect_refusal: bool) -> str | None:
+        """Why a test that passed broke its own budget, once per test; None when it kept to it."""
+        if nodeid in self._broke_budget:
+            return None
+        refused = self.run.test_refusals(nodeid) if when == "call" and not expect_refusal else []
+        # A refusal the code under test swallowed (unless the test expects one); or settled spend over the
+        # test's budget, which expecting a refusal never excuses (the bound's assumptions failed: a pricier
+        # model answered, usage it did not foresee). Teardown catches the calls fixtures made after the test.
+        message = refused[0].message if refused else None
+        if message is None:
+            overspend = self.run.test_overspend(nodeid)
+            message = overspend.describe() if overspend is not None else None
+        if message is not None:
+            self._broke_budget.add(nodeid)
+        return message
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
@@ -333,7 +406,7 @@ class CostguardSession:
         comparison = self.baseline_comparison
         if report is None or not (report["calls"] or report["refused_calls"] or comparison is not None):
             return
-        from ..reports.model import terminal_lines
+        from ..reports.model import terminal_lines, verdict_lines
 
         title = "LLM cost (pytest-costguard)"
         if report.get("backend") == "emulator":
@@ -341,13 +414,8 @@ class CostguardSession:
         terminalreporter.write_sep("=", title)
         for line in terminal_lines(report):
             terminalreporter.write_line(line)
-        if report["budget_exceeded"]:
-            refused = sum(1 for r in report["refusals"] if r["scope"] == "session")
-            terminalreporter.write_line(
-                f"LLM BUDGET EXCEEDED: {refused} call(s) refused by the session budget (--llm-budget); the run fails.",
-                red=True,
-                bold=True,
-            )
+        for line in verdict_lines(report):
+            terminalreporter.write_line(line, red=True, bold=True)
         if comparison is not None:
             for line in comparison.terminal_lines():
                 failing = line.startswith("LLM COST REGRESSION")

@@ -27,9 +27,14 @@ __all__ = [
 
 
 def _session(request: pytest.FixtureRequest) -> CostguardSession:
+    """The run's session, metering from now on: using one of the plugin's fixtures asks for it."""
     from . import session_of
 
-    return session_of(request.config)
+    session = session_of(request.config)
+    if not session.active:
+        # Usually already on: collection sees the fixture in the test's closure. Not so with getfixturevalue.
+        session.activate(f"fixture {request.fixturename} in {request.node.nodeid}")
+    return session
 
 
 class LlmCost:
@@ -118,9 +123,11 @@ def llm_budget(request: pytest.FixtureRequest) -> SessionBudget:
 
 
 @pytest.fixture
-def llm_client() -> Iterator[Any]:
+def llm_client(request: pytest.FixtureRequest) -> Iterator[Any]:
     """An `anthropic.Anthropic()` client, metered and routed like every client in the session."""
     import anthropic
+
+    _session(request)
 
     client = anthropic.Anthropic()
     try:
@@ -130,12 +137,14 @@ def llm_client() -> Iterator[Any]:
 
 
 @pytest.fixture
-def llm_async_client() -> Any:
+def llm_async_client(request: pytest.FixtureRequest) -> Any:
     """An `anthropic.AsyncAnthropic()` client, metered and routed like every client in the session.
 
     A plain fixture, so it works with any async test runner; its connections close with the event loop.
     """
     import anthropic
+
+    _session(request)
 
     return anthropic.AsyncAnthropic()
 

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["MARKERS", "LlmMarks", "read_marks"]
 
 MARKERS = (
-    "llm_budget(usd): hard cap in USD on what this test's LLM calls may spend",
+    "llm_budget(usd, expect_refusal=False): hard cap in USD on what this test's LLM calls may spend; with "
+    "expect_refusal=True a refusal reaches the test as BudgetExceededError and does not fail it by itself",
     "llm_model(name): send this test's LLM calls to this model (no routing)",
 )
 
@@ -31,6 +32,10 @@ class LlmMarks(NamedTuple):
     """The test's own cap."""
     model: str | None
     """The model the test is pinned to."""
+    expect_refusal: bool = False
+    """The test exercises refusal handling: a refusal of its own budget does not fail it by itself."""
+    marked: bool = False
+    """The test carries an `llm_budget` or `llm_model` marker (its own or inherited)."""
 
 
 _Found = tuple["pytest.Mark | None", "pytest.Mark | None"]
@@ -67,11 +72,16 @@ def read_marks(
                 parents[parent] = inherited
         budget_mark, model_mark = budget_mark or inherited[0], model_mark or inherited[1]
     budget = default_budget
+    expect_refusal = False
     if budget_mark is not None:
         source = f"@pytest.mark.llm_budget on {item.nodeid}"
-        if set(budget_mark.kwargs) - {"usd"} or len(budget_mark.args) + len(budget_mark.kwargs) != 1:
-            raise SettingsError(f"{source}: takes one argument, the budget in USD, e.g. llm_budget(0.05)")
-        raw = budget_mark.args[0] if budget_mark.args else budget_mark.kwargs["usd"]
+        options = dict(budget_mark.kwargs)
+        expect_refusal = options.pop("expect_refusal", False)
+        if set(options) - {"usd"} or len(budget_mark.args) + len(options) != 1 or not isinstance(expect_refusal, bool):
+            raise SettingsError(
+                f"{source}: takes the budget in USD and optionally expect_refusal=True, e.g. llm_budget(0.05)"
+            )
+        raw = budget_mark.args[0] if budget_mark.args else options["usd"]
         budget = parse_usd(raw, source=source)
     model = None
     if model_mark is not None:
@@ -83,4 +93,4 @@ def read_marks(
         if not prices().knows(value):
             raise SettingsError(f"{source}: no price known for model {value!r}; add it to llm_prices")
         model = value
-    return LlmMarks(budget, model)
+    return LlmMarks(budget, model, expect_refusal, budget_mark is not None or model_mark is not None)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["OPTIONS", "add_options", "option_getter", "user_path"]
+__all__ = ["OPTIONS", "add_options", "asked_for", "option_getter", "user_path"]
 
 # (name, CLI flag or None, metavar, help, ini type, default)
 OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
@@ -31,10 +31,17 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
      "fail when cost rises more than PCT percent above the baseline", "string", None),
     ("llm_baseline_floor", "--llm-baseline-floor", "USD",
      "ignore baseline increases below this many USD (default 0.01)", "string", None),
-    ("llm_ledger", "--llm-ledger", "PATH", "keep the session budget in this SQLite file, every settled call on "
-     "disk at once (read it with `costguard report PATH`)", "string", None),
+    ("llm_ledger", "--llm-ledger", "PATH|URL", "keep the session budget in this SQLite file, every settled call on "
+     "disk at once (read it with `costguard report PATH`), or share it with every run giving the same "
+     "redis://[user:password@]host:port/db (or rediss://) and --llm-ledger-key", "string", None),
+    ("llm_ledger_key", "--llm-ledger-key", "NAME", "the name of the budget shared on a redis:// --llm-ledger "
+     "(default pytest-costguard)", "string", None),
+    ("llm_budget_window", "--llm-budget-window", "DURATION", "with a redis:// --llm-ledger, start the shared "
+     "budget again at each UTC-aligned window: 1h, 1d, 7d (weeks from Monday)", "string", None),
     ("llm_history", "--llm-history", "PATH", "append this run's costs to a history file (one JSON line per run); "
      "the HTML report shows the trend", "string", None),
+    ("llm_meter", "--llm-meter", "", "meter and report LLM calls even when no other costguard setting, marker or "
+     "fixture asks for it", "bool", False),
 )
 
 
@@ -42,7 +49,9 @@ def add_options(parser: pytest.Parser) -> None:
     """Register every option in one group, each CLI flag with its ini twin and one help text for both."""
     group = parser.getgroup("costguard", "LLM cost budget and reports (pytest-costguard)")
     for name, flag, metavar, help_text, ini_type, default in OPTIONS:
-        if flag is not None:
+        if flag is not None and ini_type == "bool":
+            group.addoption(flag, dest=name, action="store_true", default=None, help=f"{help_text} (ini: {name})")
+        elif flag is not None:
             group.addoption(
                 flag,
                 dest=name,
@@ -68,6 +77,22 @@ def option_getter(config: pytest.Config) -> Any:
         return config.getini(name), f"{name} in {inifile}"
 
     return get
+
+
+def asked_for(config: pytest.Config) -> str | None:
+    """Name the first option or ini setting given a value other than its default, or None when none was.
+
+    Works from `pytest_load_initial_conftests` on (the command line is parsed and the ini file read by then).
+    """
+    namespace = getattr(config, "known_args_namespace", None) or config.option
+    for name, flag, _metavar, _help, ini_type, default in OPTIONS:
+        if flag is not None and getattr(namespace, name, None) not in (None, []):
+            return flag
+        value = config.getini(name)
+        if value != default and value not in ("", [], None) and not (ini_type == "bool" and not value):
+            inifile = config.inipath.name if config.inipath else "the ini file"
+            return f"{name} in {inifile}"
+    return None
 
 
 def user_path(config: pytest.Config, name: str, path: str) -> Path:

@@ -83,9 +83,19 @@ class Settings:
     baseline_floor: Decimal = Decimal("0.01")
     """Increases smaller than this many dollars are ignored."""
     ledger: str | None = None
-    """An SQLite ledger file: the session's budget is kept there, durably (else in memory)."""
+    """An SQLite ledger file, or a redis:// URL: the session's budget is kept there (else in memory)."""
+    ledger_key: str = "pytest-costguard"
+    """The shared budget's name on a Redis ledger."""
+    budget_window: int | None = None
+    """Seconds after which a Redis ledger's budget starts again (UTC-aligned windows), or None."""
     history: str | None = None
     """A cost history file: one JSON line is appended per run (the HTML report shows the trend)."""
+
+    @property
+    def redis_url(self) -> str | None:
+        """The Redis server of a shared budget, when `ledger` names one."""
+        ledger = self.ledger
+        return ledger if ledger is not None and ledger.lower().startswith(("redis://", "rediss://")) else None
 
 
 Getter = Callable[[str], tuple[object, str]]
@@ -101,6 +111,23 @@ def _raw(get: Getter, name: str) -> tuple[str | None, str]:
     return str(value), source
 
 
+def _given(get: Getter, name: str) -> tuple[str | None, str]:
+    """The raw value of a money or percentage setting: None only when it was not given at all.
+
+    An empty value given explicitly (`--llm-budget=`, what `--llm-budget=$UNSET` becomes; `llm_budget =` in the
+    ini file) is kept, so parsing refuses it: read as "no budget", it would turn a cap off without a word.
+    """
+    value, source = get(name)
+    if value is None:
+        return None, source
+    return str(value), source
+
+
+def _usd(get: Getter, name: str) -> Decimal | None:
+    raw, source = _given(get, name)
+    return None if raw is None else parse_usd(raw, source=source)
+
+
 def resolve_settings(get: Getter, *, extra_prices: Mapping[str, PriceOverride] | None = None) -> Settings:
     """Build `Settings` from raw values (CLI, else ini), validating each and naming its source on error.
 
@@ -113,10 +140,8 @@ def resolve_settings(get: Getter, *, extra_prices: Mapping[str, PriceOverride] |
 
 
 def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings:
-    budget_raw, src = _raw(get, "llm_budget")
-    budget = None if budget_raw is None else parse_usd(budget_raw, source=src)
-    per_test_raw, src = _raw(get, "llm_budget_per_test")
-    per_test = None if per_test_raw is None else parse_usd(per_test_raw, source=src)
+    budget = _usd(get, "llm_budget")
+    per_test = _usd(get, "llm_budget_per_test")
 
     mode_raw, src = _raw(get, "llm_route")
     cheap_raw, cheap_src = _raw(get, "llm_cheap_model")
@@ -163,11 +188,12 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
             raise SettingsError(f"{src}: {path!r} must end in .json, .md or .html")
 
     baseline_raw, _ = _raw(get, "llm_baseline")
-    fail_raw, src = _raw(get, "llm_baseline_fail")
+    fail_raw, src = _given(get, "llm_baseline_fail")
     fail_pct = None if fail_raw is None else parse_percent(fail_raw, source=src)
-    floor_raw, src = _raw(get, "llm_baseline_floor")
-    floor = Decimal("0.01") if floor_raw is None else parse_usd(floor_raw, source=src)
-    ledger_raw, _ = _raw(get, "llm_ledger")
+    floor = _usd(get, "llm_baseline_floor")
+    ledger_raw, ledger_src = _raw(get, "llm_ledger")
+    ledger = ledger_raw.strip() if ledger_raw else None
+    key, window = _shared_budget(get, ledger, ledger_src)
     history_raw, _ = _raw(get, "llm_history")
 
     return Settings(
@@ -179,10 +205,41 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
         prices=prices,
         baseline=baseline_raw.strip() if baseline_raw else None,
         baseline_fail_pct=fail_pct,
-        baseline_floor=floor,
-        ledger=ledger_raw.strip() if ledger_raw else None,
+        baseline_floor=Decimal("0.01") if floor is None else floor,
+        ledger=ledger,
+        ledger_key=key,
+        budget_window=window,
         history=history_raw.strip() if history_raw else None,
     )
+
+
+def _shared_budget(get: Getter, ledger: str | None, ledger_src: str) -> tuple[str, int | None]:
+    """Validate a Redis ledger's URL, key and window; return the key and the window in seconds."""
+    redis = ledger is not None and ledger.lower().startswith(("redis://", "rediss://"))
+    if redis:
+        from ..metering.redis_ledger import check_redis_url, redact_url
+
+        assert ledger is not None
+        problem = check_redis_url(ledger)
+        if problem is not None:
+            raise SettingsError(f"{ledger_src}: {redact_url(ledger)!r} {problem}")
+    key_raw, key_src = _raw(get, "llm_ledger_key")
+    window_raw, window_src = _raw(get, "llm_budget_window")
+    for raw, src in ((key_raw, key_src), (window_raw, window_src)):
+        if raw is not None and not redis:
+            raise SettingsError(f"{src}: needs a shared ledger (--llm-ledger=redis://host:port/db)")
+    key = (key_raw or "pytest-costguard").strip()
+    if not key or any(c.isspace() or c in "{}" for c in key):
+        raise SettingsError(f"{key_src}: {key_raw!r} is not a budget name (no spaces, no braces)")
+    window = None
+    if window_raw is not None:
+        from ..metering.redis_ledger import parse_window
+
+        try:
+            window = parse_window(window_raw)
+        except ValueError as exc:
+            raise SettingsError(f"{window_src}: {exc}") from None
+    return key, window
 
 
 def describe(settings: Settings) -> str:
@@ -200,6 +257,11 @@ def describe(settings: Settings) -> str:
     if route is not None and route.route_map:
         parts.append("route map " + ", ".join(f"{k} -> {v}" for k, v in route.route_map.items()))
     parts.append(f"cache {settings.cache}")
+    if settings.redis_url is not None:
+        from ..metering.redis_ledger import redact_url, window_label
+
+        window = f", window {window_label(settings.budget_window)}" if settings.budget_window else ""
+        parts.append(f"shared ledger {redact_url(settings.redis_url)} key {settings.ledger_key}{window}")
     return "costguard: " + ", ".join(parts)
 
 

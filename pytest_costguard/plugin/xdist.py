@@ -8,6 +8,7 @@ read back from the shared ledger instead, its calls in flight charged at their w
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ import pytest
 from .options import user_path
 
 if TYPE_CHECKING:
-    from ..metering.ledgers import LedgerRequest
+    from ..metering.ledgers import LedgerRequest, Role
     from . import CostguardSession
     from .settings import Settings
 
@@ -33,6 +34,8 @@ LEDGER_KEY = "costguard_ledger"
 """`workerinput` key: the shared ledger's absolute path (absent when workers keep their own ledgers)."""
 HOST_KEY = "costguard_host"
 """`workerinput` key: the controller's host name; a worker elsewhere cannot share its file."""
+RUN_KEY = "costguard_run"
+"""`workerinput` key: the run id a shared (Redis) ledger's records carry, the same in every worker."""
 OUTPUT_KEY = "costguard"
 """`workeroutput` key: what a worker spent, for the controller's report."""
 
@@ -66,6 +69,21 @@ def ledger_request(config: pytest.Config, settings: Settings) -> LedgerRequest:
     from ..metering.ledgers import LedgerRequest
 
     workerinput: Mapping[str, Any] | None = getattr(config, "workerinput", None)
+    if settings.redis_url is not None:
+        # Every process joins the shared budget on its own; the run id comes from the controller.
+        role: Role = (
+            "worker" if workerinput is not None else "controller" if is_xdist_controller(config) else "single"
+        )
+        return LedgerRequest(
+            settings.budget,
+            role,
+            worker=workerinput.get("workerid") if workerinput is not None else None,
+            url=settings.redis_url,
+            key=settings.ledger_key,
+            window=settings.budget_window,
+            run_id=(workerinput or {}).get(RUN_KEY) or os.environ.get("COSTGUARD_RUN_ID") or None,
+            machine=os.environ.get("COSTGUARD_MACHINE") or None,
+        )
     if workerinput is not None:
         return LedgerRequest(
             settings.budget,
@@ -86,9 +104,14 @@ class XdistHooks:
 
     # -- controller ------------------------------------------------------------------------------------------
     def pytest_configure_node(self, node: Any) -> None:
+        if not self.session.active:
+            return  # inert: no ledger to share (workers that meter, asked by a marker, keep their own)
         from ..metering.sqlite_ledger import SqliteLedger
 
         ledger = self.session.run.guard.ledger
+        run_id = getattr(ledger, "run_id", None)
+        if isinstance(run_id, str):  # a shared (Redis) ledger: workers join it themselves, as this run
+            node.workerinput[RUN_KEY] = run_id
         if isinstance(ledger, SqliteLedger):
             node.workerinput[LEDGER_KEY] = str(ledger.path.resolve())
             node.workerinput[HOST_KEY] = socket.gethostname()
@@ -104,16 +127,27 @@ class XdistHooks:
         """Add what a crashed worker spent, as far as the shared ledger knows."""
         from ..metering.sqlite_ledger import SqliteLedger
 
-        ledger = self.session.run.guard.ledger
+        guard = self.session.run.guard_if_started()
+        ledger = guard.ledger if guard is not None else None
         if isinstance(ledger, SqliteLedger):
             # Its calls in flight may have been billed: charge them at their worst case rather than free them.
             ledger.reclaim(worker=worker)
             self.session.run.add_remote(ledger.records(worker=worker), ledger.refusals(worker=worker))
+        elif getattr(ledger, "run_id", None) is not None:
+            from ..metering.redis_ledger import RedisLedger
+            from ..metering.sqlite_ledger import LedgerError
+
+            if isinstance(ledger, RedisLedger):
+                try:
+                    ledger.reclaim(worker=worker)
+                    self.session.run.add_remote(ledger.records(worker=worker), ledger.refusals(worker=worker))
+                except LedgerError:
+                    pass  # the server is gone: the worker's holds are charged when their leases run out
 
     # -- worker ----------------------------------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         config = session.config
-        if is_xdist_worker(config):
+        if is_xdist_worker(config) and self.session.active:
             config.workeroutput[OUTPUT_KEY] = self.session.run.output()  # type: ignore[attr-defined]
 
 

@@ -211,9 +211,12 @@ def _gauge(report: Mapping[str, Any]) -> str:
     alerts = []
     if report.get("budget_exceeded"):
         refused = sum(1 for r in report.get("refusals", ()) if r.get("scope") == "session")
-        alerts.append(f"Budget exceeded: {refused} call(s) refused by the session budget; the run fails.")
+        why = f"{refused} call(s) refused by the session budget" if refused else "spent beyond a budget"
+        alerts.append(f"Budget exceeded: {why}; the run fails.")
     if overspent > 0:
-        alerts.append(f"Overspent: {format_usd(overspent)} beyond the budget.")
+        worst = report.get("overspend") or {}
+        detail = f" ({worst['message']})" if isinstance(worst, dict) and worst.get("message") else ""
+        alerts.append(f"Overspent: {format_usd(overspent)} beyond the budget{detail}.")
     elif budget and total > _dec(budget):
         alerts.append(f"Over budget by {format_usd(total - _dec(budget))}.")
     if report.get("refused_calls"):

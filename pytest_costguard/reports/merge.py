@@ -6,6 +6,7 @@ Pure functions of reports (no pytest import), used by `costguard merge`. Money i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -20,7 +21,8 @@ __all__ = ["merge_reports", "merged_over_budget"]
 _KNOWN = frozenset(
     (
         "schema", "currency", "created", "budget_usd", "budget_per_test_usd", "total_cost_usd",
-        "budget_exceeded", "refused_calls", "refusals", "failed_attempts", "estimated_calls", "tests",
+        "budget_exceeded", "overspent_usd", "overspend", "overspends", "refused_calls", "refusals",
+        "failed_attempts", "estimated_calls", "unpriced_calls", "tests",
         "session", "calls", "by_model", "savings", "shards",
     )
 )
@@ -69,7 +71,15 @@ def merge_reports(
         if len(seen) > 1:
             listed = ", ".join(f"{value!r} ({name})" for value, name in seen.items())
             raise ReportError(f"cannot merge reports with different {label}: {listed}")
+    seen_reports: dict[str, str] = {}
     for report, name in zip(reports, names, strict=True):
+        fingerprint = json.dumps(report, sort_keys=True, default=str)
+        if fingerprint in seen_reports:
+            raise ReportError(
+                f"{name} and {seen_reports[fingerprint]} are the same report: merging it twice would count its "
+                "spend twice"
+            )
+        seen_reports[fingerprint] = name
         try:
             _check_figures(report)
         except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
@@ -86,6 +96,7 @@ def _check_figures(report: Mapping[str, Any]) -> None:
         usd_from_json(report.get(key))
     for key in ("routing_usd", "caching_usd", "total_usd"):
         usd_from_json(report.get("savings", {}).get(key))
+    usd_from_json(report.get("overspent_usd"))
     int(report.get("refused_calls", 0))
     int(report.get("failed_attempts", 0))
 
@@ -108,6 +119,11 @@ def _merge(
         if key not in _KNOWN and key not in _DROPPED and (value := _agreed(reports, key)) is not None
     }
     exceeded = any(bool(r.get("budget_exceeded")) for r in reports) or (budget is not None and total > budget)
+    # Shards are disjoint: what each overspent adds up. A call index points into its own shard's calls.
+    overspent = sum((usd_from_json(r.get("overspent_usd")) for r in reports), Decimal(0))
+    overspends = [
+        {**over, "source": name} for r, name in zip(reports, names, strict=True) for over in r.get("overspends", ())
+    ]
     savings = {
         key: usd_to_json(sum((usd_from_json(r.get("savings", {}).get(key)) for r in reports), Decimal(0)))
         for key in ("routing_usd", "caching_usd", "total_usd")
@@ -121,10 +137,14 @@ def _merge(
         "budget_per_test_usd": per_test,
         "total_cost_usd": usd_to_json(total),
         "budget_exceeded": exceeded,
+        "overspent_usd": usd_to_json(overspent),
+        "overspend": max(overspends, key=lambda o: o["over_usd"], default=None),
+        "overspends": overspends,
         "refused_calls": sum(int(r.get("refused_calls", 0)) for r in reports),
         "refusals": [refusal for r in reports for refusal in r.get("refusals", ())],
         "failed_attempts": sum(int(r.get("failed_attempts", 0)) for r in reports),
         "estimated_calls": sum(int(r.get("estimated_calls", 0)) for r in reports),
+        "unpriced_calls": sum(int(r.get("unpriced_calls", 0)) for r in reports),
         "tests": [test for r in reports for test in r["tests"]],
         "session": _sum_totals(r.get("session", {}) for r in reports),
         "calls": [call for r in reports for call in r["calls"]],
@@ -137,6 +157,7 @@ def _merge(
                 "calls": len(r["calls"]),
                 "budget_usd": r.get("budget_usd"),
                 "budget_exceeded": bool(r.get("budget_exceeded")),
+                "overspent_usd": r.get("overspent_usd") or 0,
             }
             for r, name in zip(reports, names, strict=True)
         ],
@@ -146,7 +167,7 @@ def _merge(
 def merged_over_budget(merged: Mapping[str, Any]) -> list[str]:
     """Return why a merged report fails the run (empty when it passes)."""
     reasons = [
-        f"{shard['source']}: its budget was exceeded (calls were refused)"
+        f"{shard['source']}: its budget was exceeded ({_how(shard)})"
         for shard in merged.get("shards", ())
         if shard["budget_exceeded"]
     ]
@@ -156,3 +177,8 @@ def merged_over_budget(merged: Mapping[str, Any]) -> list[str]:
             f"the merged total {format_usd(merged['total_cost_usd'])} is over the budget {format_usd(budget)}"
         )
     return reasons
+
+
+def _how(shard: Mapping[str, Any]) -> str:
+    over = shard.get("overspent_usd")
+    return f"overspent {format_usd(over)}" if over else "calls were refused"

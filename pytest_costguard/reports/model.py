@@ -14,6 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from ..core.budget import Overspend, find_overspend
 from ..domain.money import format_usd, usd_to_json
 from ..domain.records import CostRecord, Refusal, record_to_dict, refusal_to_dict
 
@@ -26,6 +27,7 @@ __all__ = [
     "load_report",
     "render_markdown",
     "terminal_lines",
+    "verdict_lines",
     "write_report",
 ]
 
@@ -76,11 +78,18 @@ def build_report(
     *,
     budget: Decimal | None = None,
     budget_per_test: Decimal | None = None,
+    test_budgets: Mapping[str, Decimal] | None = None,
     refusals: Sequence[Refusal] = (),
     failed_attempts: int = 0,
     labels: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build the JSON report of a run from its billed calls and its tests' outcomes."""
+    """Build the JSON report of a run from its billed calls and its tests' outcomes.
+
+    The budget is exceeded when the session budget refused a call, or when what was settled went over the
+    session budget or a test's own budget (`test_budgets`, by node id): the second means the worst-case bound's
+    assumptions failed for some call, and is reported under `overspend`.
+    """
+    records = list(records)
     per_test: dict[str, dict[str, Any]] = {nodeid: _blank_totals() for nodeid in outcomes}
     session = _blank_totals()
     by_model: dict[str, dict[str, Any]] = {}
@@ -112,6 +121,10 @@ def build_report(
         for nodeid, totals in per_test.items()
     ]
     session_refusals = [r for r in refusals if r.scope == "session"]
+    overspends = _overspends(records, budget, test_budgets or {})
+    session_over = sum((o.over for o in overspends if o.scope == "session"), Decimal(0))
+    tests_over = sum((o.over for o in overspends if o.scope != "session"), Decimal(0))
+    overspend_json = [_overspend_json(o) for o in overspends]
     return {
         "schema": SCHEMA,
         "currency": "USD",
@@ -120,11 +133,15 @@ def build_report(
         "budget_usd": None if budget is None else usd_to_json(budget),
         "budget_per_test_usd": None if budget_per_test is None else usd_to_json(budget_per_test),
         "total_cost_usd": usd_to_json(total),
-        "budget_exceeded": bool(session_refusals),
+        "budget_exceeded": bool(session_refusals or overspends),
+        "overspent_usd": usd_to_json(max(session_over, tests_over)),
+        "overspend": max(overspend_json, key=lambda o: o["over_usd"], default=None),
+        "overspends": overspend_json,
         "refused_calls": len(refusals),
         "refusals": [refusal_to_dict(r, money=usd_to_json) for r in refusals],
         "failed_attempts": failed_attempts,
         "estimated_calls": sum(1 for c in calls if c["estimated"]),
+        "unpriced_calls": sum(1 for c in calls if c["unpriced"]),
         "worst_case_overruns": overruns,
         "tests": tests,
         "session": _totals_json(session),
@@ -138,6 +155,62 @@ def build_report(
     }
 
 
+def _overspends(
+    records: Sequence[CostRecord], budget: Decimal | None, test_budgets: Mapping[str, Decimal]
+) -> list[Overspend]:
+    """Every budget the settled spend went over: the session's, then each budgeted test's."""
+    found = []
+    session = find_overspend(records, budget, "session")
+    if session is not None:
+        found.append(session)
+    if test_budgets:
+        by_test: dict[str, list[tuple[int, CostRecord]]] = {}
+        for index, record in enumerate(records):
+            if record.tag is not None and record.tag in test_budgets:
+                by_test.setdefault(record.tag, []).append((index, record))
+        for nodeid, indexed in by_test.items():
+            over = find_overspend((r for _, r in indexed), test_budgets[nodeid], f"test {nodeid}")
+            if over is not None:
+                # Name the call by its place among all the run's calls, as the report lists them.
+                found.append(Overspend(over.scope, over.limit, over.spent, indexed[over.call_index][0], over.call))
+    return found
+
+
+def _overspend_json(overspend: Overspend) -> dict[str, Any]:
+    call = overspend.call
+    return {
+        "scope": overspend.scope,
+        "nodeid": call.tag,
+        "budget_usd": usd_to_json(overspend.limit),
+        "spent_usd": usd_to_json(overspend.spent),
+        "over_usd": usd_to_json(overspend.over),
+        "call_index": overspend.call_index,
+        "model": call.model,
+        "requested_model": call.requested_model or call.model,
+        "cost_usd": usd_to_json(call.cost_usd),
+        "reserved_usd": None if call.reserved_usd is None else usd_to_json(call.reserved_usd),
+        "message": overspend.describe(),
+    }
+
+
+def verdict_lines(report: Mapping[str, Any]) -> list[str]:
+    """Say why a run broke its budget ("LLM BUDGET EXCEEDED: ..."), one line per reason; empty when it did not."""
+    if not report.get("budget_exceeded"):
+        return []
+    lines = []
+    refused = sum(1 for r in report.get("refusals", ()) if r["scope"] == "session")
+    if refused:
+        lines.append(
+            f"LLM BUDGET EXCEEDED: {refused} call(s) refused by the session budget (--llm-budget); the run fails."
+        )
+    for over in report.get("overspends", ()):
+        lines.append(f"LLM BUDGET EXCEEDED: overspent {format_usd(over['over_usd'])}: {over['message']}")
+    if not lines:
+        # A merged report, or one from an older version: it says the budget broke, not how.
+        lines.append("LLM BUDGET EXCEEDED: the run broke its budget; the run fails.")
+    return lines
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -148,8 +221,10 @@ def budget_line(report: Mapping[str, Any]) -> str:
     """Return "$1.23 of $2.00, 61.5%" (or just the total without a budget)."""
     total = report["total_cost_usd"]
     budget = report.get("budget_usd")
-    if not budget:
+    if budget is None:
         return f"{format_usd(total)} (no budget)"
+    if not budget:
+        return f"{format_usd(total)} of {format_usd(0)}"
     share = (Decimal(str(total)) * 100 / Decimal(str(budget))).quantize(Decimal("0.1"), ROUND_HALF_UP)
     return f"{format_usd(total)} of {format_usd(budget)}, {share}%"
 
@@ -165,8 +240,9 @@ def render_markdown(report: Mapping[str, Any], *, top: int = 20) -> str:
     if report.get("backend") == "emulator":
         title += " (emulator: simulated costs)"
     lines = [f"## {title}", ""]
-    if report["budget_exceeded"]:
-        lines += ["**Budget exceeded: calls were refused by the session budget.**", ""]
+    verdict = verdict_lines(report)
+    if verdict:
+        lines += [f"**{line}**" for line in verdict] + [""]
     lines += [
         f"- Total: **{budget_line(report)}**",
         f"- Calls: {len(report['calls'])}, refused: {report['refused_calls']}, "
@@ -246,6 +322,13 @@ def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
         )
     if report["refused_calls"]:
         out.append(f"refused calls: {report['refused_calls']}")
+    if report.get("unpriced_calls"):
+        models = sorted({c["model"] for c in report["calls"] if c.get("unpriced")})
+        out.append(
+            f"WARNING: {report['unpriced_calls']} call(s) answered by a model with no known price "
+            f"({', '.join(models)}) were sent, as no budget applied, and recorded unpriced (at $0, or at the "
+            "requested model's price when only the answering model was unknown); add prices to llm_prices"
+        )
     if report.get("worst_case_overruns"):
         out.append(
             f"WARNING: {report['worst_case_overruns']} call(s) cost more than their pre-send worst case: "

@@ -1,7 +1,7 @@
 """The Anthropic SDK adapter: every client the process builds carries the guard's middleware.
 
-`install` (the SDK patch, paired with `restore`) is light and loaded at pytest start-up; the middleware, which
-needs pricing and the guard, loads when the first client is built.
+The SDK patch (`install` / `uninstall`, `prepare` / `restore`: in pairs) is light and loaded at pytest start-up;
+the middleware, which needs pricing and the guard, loads when the first client is built.
 """
 
 from __future__ import annotations
@@ -9,12 +9,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .patch import install, is_installed, prepare, uninstall
+from .patch import install, is_installed, is_patched, prepare, restore, uninstall
 
 if TYPE_CHECKING:
     from .middleware import SSEMeter, middleware_for
 
-__all__ = ["SSEMeter", "install", "is_installed", "middleware_for", "prepare", "uninstall"]
+__all__ = [
+    "SSEMeter",
+    "install",
+    "is_installed",
+    "is_patched",
+    "middleware_for",
+    "prepare",
+    "restore",
+    "uninstall",
+]
 
 _LAZY = {"SSEMeter": "middleware", "middleware_for": "middleware"}
 

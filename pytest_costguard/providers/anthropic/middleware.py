@@ -2,16 +2,19 @@
 
 `CostGuardMiddleware` runs once per HTTP attempt, inside the SDK's retry loop: it routes and admits the
 attempt before it is sent, releases it when the attempt fails (4xx/5xx or no connection: not billed), and
-settles it from the response's usage. Streamed responses are metered as their bytes pass to the SDK, and
-settled when the stream is closed, completely or not.
+settles it from the response's usage. A body the SDK has not read yet (a stream) is never read ahead of the
+caller: its bytes are metered as they pass to the SDK, told apart by their content rather than their headers,
+and the attempt is settled when the stream is closed, completely or not. The sync and async middleware are thin
+shells around one core (`_Attempt`, `_BodyMeter`).
 
-`install()` (from `_install.py`, re-exported here) makes every client the process builds carry the middleware,
+`install()` (from `patch.py`, re-exported here) makes every client the process builds carry the middleware,
 without touching user code: it wraps the SDK's client constructors once `anthropic` is imported (by anyone, at
 any time). This module is imported only when the first client is built, so an idle test run never loads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 
     from ...metering.guard import CostGuard, Ticket
 
-__all__ = ["SSEMeter", "install", "is_installed", "middleware_for", "prepare", "uninstall"]
+__all__ = ["SSEMeter", "install", "is_batch_creation", "is_installed", "middleware_for", "prepare", "uninstall"]
 
 _MESSAGES_PATHS = ("/v1/messages", "/messages")
 _EXCLUDED = ("count_tokens", "batches")
@@ -45,6 +48,16 @@ def is_messages_call(method: str, url: str, body: Any) -> bool:
 
 
 _billable_urls: dict[str, bool] = {}
+
+
+_BATCHES_PATHS = ("/v1/messages/batches", "/messages/batches")
+
+
+def is_batch_creation(method: str, url: str, body: Any) -> bool:
+    """Return whether an outgoing request creates a Message Batch (`messages.batches.create`, beta too)."""
+    if method.lower() != "post" or not isinstance(body, dict) or "requests" not in body:
+        return False
+    return url.split("?", 1)[0].rstrip("/").endswith(_BATCHES_PATHS)
 
 
 class SSEMeter:
@@ -123,46 +136,114 @@ def _finish_stream(guard: CostGuard, ticket: Ticket, meter: SSEMeter) -> None:
         guard.settle_incomplete(ticket, meter.usage, meter.model)
 
 
-def _metered_sync_stream(inner: Any, guard: CostGuard, ticket: Ticket) -> Any:
+_SSE_STARTS = (b"event:", b"data:", b"id:", b"retry:", b":")
+
+
+class _BodyMeter:
+    """Follow a successful response's body as it reaches the caller; settle the attempt when it ends.
+
+    The body is told apart by its bytes, not its headers (mocks and cassettes often drop `content-type`): an
+    event stream is metered event by event, anything else is kept and read as a JSON Message at the end.
+    """
+
+    __slots__ = ("_body", "_done", "_guard", "_kind", "_sse", "_ticket")
+
+    def __init__(self, guard: CostGuard, ticket: Ticket) -> None:
+        self._guard = guard
+        self._ticket = ticket
+        self._kind: str | None = None
+        self._body: list[bytes] = []
+        self._sse = SSEMeter()
+        self._done = False
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes of the body, as the caller gets them."""
+        if self._kind is None:
+            self._body.append(chunk)
+            head = b"".join(self._body).lstrip()
+            if not head:
+                return  # only whitespace so far: undecided
+            self._kind = "sse" if head.startswith(_SSE_STARTS) else "json"
+            if self._kind == "sse":
+                chunk, self._body = b"".join(self._body), []
+            else:
+                return
+        if self._kind == "sse":
+            self._sse.feed(chunk)
+        else:
+            self._body.append(chunk)
+
+    def finish(self, parsed: tuple[Usage, str] | None = None) -> None:
+        """Settle from what the body said (`parsed`: the SDK's own parse of a whole Message, when there is one)."""
+        if self._done:
+            return
+        self._done = True
+        guard, ticket = self._guard, self._ticket
+        if self._kind == "sse":
+            if ticket.streamed:
+                _finish_stream(guard, ticket, self._sse)
+            else:
+                # An event stream nobody asked for: its usage is not guessed at, the call is charged its worst case.
+                guard.settle(ticket, None)
+            return
+        if parsed is not None:
+            guard.settle(ticket, parsed[0], parsed[1])
+            return
+        usage, model = _body_usage(b"".join(self._body))
+        # A 200 without readable usage (malformed, cut, or usage missing) was billed something: charge the worst case.
+        guard.settle(ticket, usage, model, estimated=usage is None)
+
+
+_stream_classes: dict[str, type[Any]] = {}
+
+
+def _metered_stream(inner: Any, meter: _BodyMeter, *, asynchronous: bool) -> Any:
+    """Wrap an httpx2 byte stream so `meter` sees each chunk as the caller reads it, and the stream's end."""
+    kind = "async" if asynchronous else "sync"
+    cls = _stream_classes.get(kind)
+    if cls is None:
+        cls = _stream_classes[kind] = _make_stream_class(asynchronous)
+    return cls(inner, meter)
+
+
+def _make_stream_class(asynchronous: bool) -> type[Any]:
     import httpx2
 
+    if asynchronous:
+
+        class AsyncMeteredStream(httpx2.AsyncByteStream):
+            def __init__(self, inner: Any, meter: _BodyMeter) -> None:
+                self._inner, self._meter = inner, meter
+
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                async for chunk in self._inner:
+                    self._meter.feed(chunk)
+                    yield chunk
+
+            async def aclose(self) -> None:
+                try:
+                    await self._inner.aclose()
+                finally:
+                    self._meter.finish()
+
+        return AsyncMeteredStream
+
     class MeteredStream(httpx2.SyncByteStream):
+        def __init__(self, inner: Any, meter: _BodyMeter) -> None:
+            self._inner, self._meter = inner, meter
+
         def __iter__(self) -> Iterator[bytes]:
-            meter = self._meter
-            for chunk in inner:
-                meter.feed(chunk)
+            for chunk in self._inner:
+                self._meter.feed(chunk)
                 yield chunk
 
         def close(self) -> None:
             try:
-                inner.close()
+                self._inner.close()
             finally:
-                _finish_stream(guard, ticket, self._meter)
+                self._meter.finish()
 
-        _meter = SSEMeter()
-
-    return MeteredStream()
-
-
-def _metered_async_stream(inner: Any, guard: CostGuard, ticket: Ticket) -> Any:
-    import httpx2
-
-    class MeteredStream(httpx2.AsyncByteStream):
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            meter = self._meter
-            async for chunk in inner:
-                meter.feed(chunk)
-                yield chunk
-
-        async def aclose(self) -> None:
-            try:
-                await inner.aclose()
-            finally:
-                _finish_stream(guard, ticket, self._meter)
-
-        _meter = SSEMeter()
-
-    return MeteredStream()
+    return MeteredStream
 
 
 def _body_usage(content: bytes) -> tuple[Usage | None, str | None]:
@@ -175,74 +256,24 @@ def _body_usage(content: bytes) -> tuple[Usage | None, str | None]:
     return usage_from_response(body["usage"]), body.get("model")
 
 
-def _is_sse(http_response: Any) -> bool:
-    return "text/event-stream" in http_response.headers.get("content-type", "")
-
-
-class _Middleware:
-    """Shared logic of the sync and async middleware: admission before, settlement after."""
-
-    def __init__(self, guard: Callable[[], CostGuard | None]) -> None:
-        self._guard = guard
-
-    def _admit(self, request: APIRequest) -> tuple[CostGuard, Ticket, APIRequest] | None:
-        guard = self._guard()
-        body = request.json
-        if guard is None or not is_messages_call(request.method, request.url, body):
-            return None
-        assert isinstance(body, dict)
-        ticket, sent = guard.begin(body, streamed=bool(body.get("stream")), retries=request.retries_taken)
-        if sent is not body:
-            request = request.copy(body=dict(sent))
-        return guard, ticket, request
-
-
-def _observe(guard: CostGuard, ticket: Ticket, http: Any, wrap: Callable[..., Any]) -> bool:
-    """Settle or release what can be from the response's head; return whether its body must be read."""
-    if not http.is_success:
-        guard.release(ticket)
-        return False
-    if not ticket.streamed or not _is_sse(http):
-        return True  # a JSON body: an unreadable one (an event stream nobody asked for) is charged its worst case
-    if http.is_closed or http.is_stream_consumed:
-        meter = SSEMeter()
-        meter.feed(http.content)
-        _finish_stream(guard, ticket, meter)
-    else:
-        http.stream = wrap(http.stream, guard, ticket)
-    return False
-
-
 def _reached_the_server(exc: BaseException) -> bool:
     """Return whether an attempt failed after its whole request was sent (so the API may have billed it)."""
     import httpx2
 
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (httpx2.ReadTimeout, httpx2.ReadError, httpx2.RemoteProtocolError)):
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # a chain can be a cycle (a re-raised side effect)
+        seen.add(id(current))
+        if isinstance(current, (httpx2.ReadTimeout, httpx2.ReadError, httpx2.RemoteProtocolError)):
             return True
-        if isinstance(seen, httpx2.TransportError):
+        if isinstance(current, httpx2.TransportError):
             return False  # could not connect, or could not finish sending: nothing to bill
-        seen = seen.__cause__ or seen.__context__
+        current = current.__cause__ or current.__context__
     return False
 
 
-def _end_failed_attempt(guard: CostGuard, ticket: Ticket, exc: BaseException) -> None:
-    # A read timeout or a connection dropped before the reply came after the server had the request: it may
-    # have generated (and billed) a reply nobody received, and the SDK's retry carries no idempotency key.
-    # Charge its worst case, estimated, rather than let retried timeouts slip past the budget.
-    if _reached_the_server(exc):
-        guard.settle(ticket, None)
-    else:
-        guard.release(ticket)
-
-
-def _parsed_usage(response: Any) -> tuple[Usage, str] | None:
+def _parsed_usage(parsed: Any) -> tuple[Usage, str] | None:
     """Usage and model from the SDK's parse of the body: the SDK caches it, so its own parse is then free."""
-    try:
-        parsed = response.parse()
-    except Exception:
-        return None  # not a Message (or malformed): the raw body decides, as before
     usage, model = getattr(parsed, "usage", None), getattr(parsed, "model", None)
     if usage is None or not hasattr(usage, "__dict__") or not isinstance(model, str):
         return None
@@ -256,14 +287,72 @@ def _parsed_usage(response: Any) -> tuple[Usage, str] | None:
     return usage_from_response(fields), model
 
 
-def _settle_body(guard: CostGuard, ticket: Ticket, content: bytes, response: Any = None) -> None:
-    parsed = _parsed_usage(response) if response is not None else None
-    if parsed is not None:
-        guard.settle(ticket, parsed[0], parsed[1])
-        return
-    usage, model = _body_usage(content)
-    # A 200 without readable usage (malformed, or usage missing) was billed something: charge the worst case.
-    guard.settle(ticket, usage, model, estimated=usage is None)
+class _Attempt:
+    """One admitted HTTP attempt, whatever the client: the logic the sync and async middleware share."""
+
+    __slots__ = ("guard", "request", "ticket")
+
+    def __init__(self, guard: CostGuard, ticket: Ticket, request: APIRequest) -> None:
+        self.guard = guard
+        self.ticket = ticket
+        self.request = request
+        """The request to send (the body may be routed or marked cacheable)."""
+
+    def failed(self, exc: BaseException) -> None:
+        """End an attempt that raised instead of answering."""
+        # A read timeout or a connection dropped before the reply came after the server had the request: it may
+        # have generated (and billed) a reply nobody received, and the SDK's retry carries no idempotency key.
+        # Charge its worst case, estimated, rather than let retried timeouts slip past the budget.
+        if _reached_the_server(exc):
+            self.guard.settle(self.ticket, None)
+        else:
+            self.guard.release(self.ticket)
+
+    def answered(self, response: Any, *, asynchronous: bool) -> _BodyMeter | None:
+        """Meter a response without reading it ahead of the caller.
+
+        An error status is released at once (not billed). A body still unread (a stream, a streaming raw
+        response) is wrapped and settled as the caller reads and closes it. A body already read (an ordinary
+        call: the SDK reads it before middleware runs) is returned as a meter for the shell to `finish`, with
+        the SDK's own parse when the call was not streamed.
+        """
+        http = response.http_response
+        if not http.is_success:
+            self.guard.release(self.ticket)
+            return None
+        meter = _BodyMeter(self.guard, self.ticket)
+        if not (http.is_stream_consumed or http.is_closed):
+            http.stream = _metered_stream(http.stream, meter, asynchronous=asynchronous)
+            return None
+        with contextlib.suppress(Exception):  # closed unread: nothing to read, the worst case is charged
+            meter.feed(http.content)
+        if self.ticket.streamed:
+            meter.finish()
+            return None
+        return meter
+
+
+class _Middleware:
+    """Shared logic of the sync and async middleware: admission before, settlement after."""
+
+    def __init__(self, guard: Callable[[], CostGuard | None]) -> None:
+        self._guard = guard
+
+    def _admit(self, request: APIRequest) -> _Attempt | None:
+        guard = self._guard()
+        body = request.json
+        if guard is None:
+            return None
+        if not is_messages_call(request.method, request.url, body):
+            if not is_batch_creation(request.method, request.url, body):
+                return None
+            assert isinstance(body, dict)
+            return _Attempt(guard, guard.begin_batch(body, retries=request.retries_taken), request)
+        assert isinstance(body, dict)
+        ticket, sent = guard.begin(body, streamed=bool(body.get("stream")), retries=request.retries_taken)
+        if sent is not body:
+            request = request.copy(body=dict(sent))
+        return _Attempt(guard, ticket, request)
 
 
 def _make_middleware_class() -> type[Any]:
@@ -273,43 +362,39 @@ def _make_middleware_class() -> type[Any]:
         """Anthropic client middleware that meters Messages calls through a `CostGuard`."""
 
         def handle(self, request: APIRequest, call_next: Any) -> Any:
-            admitted = self._admit(request)
-            if admitted is None:
+            attempt = self._admit(request)
+            if attempt is None:
                 return call_next(request)
-            guard, ticket, request = admitted
             try:
-                response = call_next(request)
+                response = call_next(attempt.request)
             except BaseException as exc:
-                _end_failed_attempt(guard, ticket, exc)
+                attempt.failed(exc)
                 raise
-            http = response.http_response
-            if _observe(guard, ticket, http, _metered_sync_stream):
+            meter = attempt.answered(response, asynchronous=False)
+            if meter is not None:
                 try:
-                    content = http.read()
-                except BaseException:
-                    guard.settle_incomplete(ticket, None)
-                    raise
-                _settle_body(guard, ticket, content, response)
+                    parsed = response.parse()
+                except Exception:
+                    parsed = None  # not a Message (or malformed): the raw body decides; the SDK raises its own
+                meter.finish(_parsed_usage(parsed))
             return response
 
         async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
-            admitted = self._admit(request)
-            if admitted is None:
+            attempt = self._admit(request)
+            if attempt is None:
                 return await call_next(request)
-            guard, ticket, request = admitted
             try:
-                response = await call_next(request)
+                response = await call_next(attempt.request)
             except BaseException as exc:
-                _end_failed_attempt(guard, ticket, exc)
+                attempt.failed(exc)
                 raise
-            http = response.http_response
-            if _observe(guard, ticket, http, _metered_async_stream):
+            meter = attempt.answered(response, asynchronous=True)
+            if meter is not None:
                 try:
-                    content = await http.aread()
-                except BaseException:
-                    guard.settle_incomplete(ticket, None)
-                    raise
-                _settle_body(guard, ticket, content)
+                    parsed = await response.parse()
+                except Exception:
+                    parsed = None  # not a Message (or malformed): the raw body decides; the SDK raises its own
+                meter.finish(_parsed_usage(parsed))
             return response
 
     return CostGuardMiddleware

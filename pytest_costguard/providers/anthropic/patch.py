@@ -1,8 +1,13 @@
-"""Make every Anthropic client the process builds carry the cost guard's middleware.
+"""Make every Anthropic client the process builds carry the cost guard's middleware, and undo it.
 
-Kept apart from the middleware (`anthropic.py`) and free of the package's other modules: the pytest plugin
+Kept apart from the middleware (`middleware.py`) and free of the package's other modules: the pytest plugin
 imports this at start-up, and a suite that never builds a client never loads the middleware, the guard or the
 pricing code. The middleware module is imported when the first client is built.
+
+The patch comes in pairs, like pytest-recording's install and uninstall: `prepare` (or the first `install`)
+adds a meta-path hook and wraps the SDK's client constructors; `restore` (or the last `uninstall`) puts the
+original constructors back and removes the hook. Clients built while it was on keep the middleware, which
+passes every call through untouched once no guard is installed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ...metering.guard import CostGuard
 
-__all__ = ["install", "is_installed", "prepare", "uninstall"]
+__all__ = ["install", "is_installed", "is_patched", "prepare", "restore", "uninstall"]
 
 
 def _getter(guard: CostGuard | Callable[[], CostGuard | None]) -> Callable[[], CostGuard | None]:
@@ -26,6 +31,8 @@ def _getter(guard: CostGuard | Callable[[], CostGuard | None]) -> Callable[[], C
 _guards: list[tuple[CostGuard | Callable[[], CostGuard], Callable[[], CostGuard | None]]] = []
 """Installed guards (or factories), innermost last, each with the getter the middleware calls."""
 _shared: dict[type[Any], Any] = {}
+_wrapped: list[tuple[type[Any], Any, bool]] = []
+"""Each constructor we wrapped: (class, its original `__init__`, whether the class defined it itself)."""
 
 
 def _active_guard() -> CostGuard | None:
@@ -61,7 +68,19 @@ def _patch_base_client_module(module: Any) -> None:
 
         wrapped._costguard_patched = True  # type: ignore[attr-defined]
         wrapped.__wrapped__ = original  # type: ignore[attr-defined]
+        _wrapped.append((cls, original, "__init__" in vars(cls)))
         cls.__init__ = wrapped
+
+
+def _unpatch_constructors() -> None:
+    while _wrapped:
+        cls, original, own = _wrapped.pop()
+        if not getattr(cls.__init__, "_costguard_patched", False):
+            continue  # someone wrapped it again after us: leave their wrapper (and ours under it) alone
+        if own:
+            cls.__init__ = original
+        else:
+            del cls.__init__
 
 
 class _AnthropicImportHook:
@@ -86,7 +105,8 @@ class _AnthropicImportHook:
 
         def exec_module(module: Any) -> None:
             original_exec(module)
-            _patch_base_client_module(module)
+            if _hook in sys.meta_path:  # not restored in the meantime
+                _patch_base_client_module(module)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
@@ -104,26 +124,40 @@ def prepare() -> None:
         _patch_base_client_module(module)
 
 
+def restore() -> None:
+    """Undo `prepare`: put the SDK's own constructors back and remove the meta-path hook."""
+    while _hook in sys.meta_path:
+        sys.meta_path.remove(_hook)
+    _unpatch_constructors()
+
+
+def is_patched() -> bool:
+    """Return whether the SDK patch is in place (the hook, or a wrapped constructor)."""
+    return _hook in sys.meta_path or bool(_wrapped)
+
+
 def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
     """Meter every Anthropic client in this process through `guard`, including clients built later.
 
     `guard` may be a factory, called on the first metered call. Installs nest (a pytest run inside a pytest
-    run): `uninstall` gives metering back to the outer guard.
+    run): `uninstall` gives metering back to the outer guard, and the last one restores the SDK.
     """
     _guards.append((guard, _getter(guard)))
     prepare()
 
 
 def uninstall(guard: CostGuard | Callable[[], CostGuard] | None = None) -> None:
-    """Stop metering through `guard` (the innermost one by default)."""
+    """Stop metering through `guard` (the innermost one by default); without guards left, `restore` the SDK."""
     if guard is None:
         if _guards:
             _guards.pop()
-        return
-    for index in range(len(_guards) - 1, -1, -1):
-        if _guards[index][0] == guard:  # ==: a bound method is a new object on every access
-            del _guards[index]
-            return
+    else:
+        for index in range(len(_guards) - 1, -1, -1):
+            if _guards[index][0] == guard:  # ==: a bound method is a new object on every access
+                del _guards[index]
+                break
+    if not _guards:
+        restore()
 
 
 def is_installed() -> bool:
