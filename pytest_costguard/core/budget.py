@@ -167,7 +167,8 @@ class BudgetExceededError(Exception):
         )
         if self.why:
             message += (
-                f". What made its worst case large: {'; '.join(self.why)}. Bound it tighter (max_uses, max_content_tokens, smaller max_tokens), "
+                f". What made its worst case large: {'; '.join(self.why)}. "
+                "Bound it tighter (max_uses, max_content_tokens, smaller max_tokens), "
                 "or count it exactly before sending with --llm-preflight (see docs/budgets.md)"
             )
         return message
