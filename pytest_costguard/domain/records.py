@@ -171,12 +171,16 @@ MONEY_FIELDS: frozenset[str] = frozenset(f.name for f in fields(CostRecord) if "
 Money = Callable[[Decimal], Any]
 
 
+_FIELD_IS_MONEY: tuple[tuple[str, bool], ...] = tuple((name, name in MONEY_FIELDS) for name in RECORD_FIELDS)
+
+
 def record_to_dict(record: CostRecord, *, money: Money = str) -> dict[str, Any]:
     """Return a record as plain values, money converted by `money` (Decimal text by default: nothing rounded)."""
-    out: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
-    for name in MONEY_FIELDS:
-        if out[name] is not None:
-            out[name] = money(out[name])
+    # One pass, each field read once: a report of 50,000 calls converts 50,000 records (docs/performance.md).
+    out: dict[str, Any] = {}
+    for name, is_money in _FIELD_IS_MONEY:
+        value = getattr(record, name)
+        out[name] = money(value) if is_money and value is not None else value
     return out
 
 
