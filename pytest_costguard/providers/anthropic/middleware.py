@@ -59,7 +59,10 @@ def endpoint_path(url: str) -> str:
     resolved, percent-escapes decoded, repeated and trailing slashes dropped."""
     import httpx2
 
-    return "/" + "/".join(part for part in httpx2.URL(url).path.split("/") if part)
+    parsed = httpx2.URL(url)
+    if parsed.is_relative_url:  # the SDK appends it to the base URL; parsed whole, its dot segments resolve
+        parsed = httpx2.URL("https://base.invalid/" + url.lstrip("/"))
+    return "/" + "/".join(part for part in parsed.path.split("/") if part)
 
 
 def endpoint_kind(method: str, url: str) -> str:
