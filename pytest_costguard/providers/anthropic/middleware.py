@@ -7,6 +7,11 @@ caller: its bytes are metered as they pass to the SDK, told apart by their conte
 and the attempt is settled when the stream is closed, completely or not. The sync and async middleware are thin
 shells around one core (`_Attempt`, `_BodyMeter`).
 
+Which requests are metered is decided by their path as sent (`endpoint_kind`) and their body as sent
+(`request_body`: `body=`, or raw `content=` holding JSON): Messages calls and batch creations are bounded and
+metered, known free endpoints pass, and a POST nothing bounds (an endpoint not known to be free, a body that
+cannot be read) goes to `CostGuard.begin_unbounded`: refused under a budget, recorded unpriced without one.
+
 `install()` (from `patch.py`, re-exported here) makes every client the process builds carry the middleware,
 without touching user code: it wraps the SDK's client constructors once `anthropic` is imported (by anyone, at
 any time). This module is imported only when the first client is built, so an idle test run never loads it.

@@ -5,9 +5,10 @@ imports this at start-up, and a suite that never builds a client never loads the
 pricing code. The middleware module is imported when the first client is built.
 
 The patch comes in pairs, like pytest-recording's install and uninstall: `prepare` (or the first `install`)
-adds a meta-path hook and wraps the SDK's client constructors; `restore` (or the last `uninstall`) puts the
-original constructors back and removes the hook. Clients built while it was on keep the middleware, which
-passes every call through untouched once no guard is installed.
+adds a meta-path hook and wraps the SDK's client constructors and `request` methods; `restore` (or the last
+`uninstall`) puts the originals back and removes the hook. Clients built while it was on keep the middleware,
+which passes every call through untouched once no guard is installed; clients built before it send each call,
+while a guard is installed, through a copy the SDK makes with the middleware added (`_metered_copy`).
 """
 
 from __future__ import annotations
