@@ -119,14 +119,15 @@ def test_on(request):
 
 
 @pytest.mark.parametrize(
-    ("args", "metered"),
+    ("args", "carried"),
     [
-        pytest.param([], 1, id="marker only: the client built at import is not metered"),
-        pytest.param(["--llm-meter"], 2, id="--llm-meter: it is"),
+        # Built before the SDK was patched: metered through a copy, the client itself left as it was built.
+        pytest.param([], [], id="marker only: the client built at import is metered once the marker is seen"),
+        pytest.param(["--llm-meter"], ["CostGuardMiddleware"], id="--llm-meter: built with the middleware"),
     ],
 )
-def test_clients_built_before_a_marker_is_collected_are_metered_only_when_an_option_asks(
-    fake_pytester: pytest.Pytester, args: list[str], metered: int
+def test_clients_built_before_a_marker_is_collected_are_metered_too(
+    fake_pytester: pytest.Pytester, args: list[str], carried: list[str]
 ) -> None:
     fake_pytester.makepyfile(
         app="""
@@ -146,7 +147,8 @@ def test_marked(llm_cost):
     ask(CLIENT)
     ask(API.client())
     assert len(API.billed) == 2
-    assert llm_cost.calls == {metered}
+    assert llm_cost.calls == 2
+    assert [type(m).__name__ for m in CLIENT.middleware] == {carried}
 """,
     )
     fake_pytester.runpytest(*args).assert_outcomes(passed=1)

@@ -47,6 +47,7 @@ __all__ = [
     "BoundRules",
     "BudgetExceededError",
     "Overspend",
+    "UnboundedCallError",
     "bound_request",
     "find_overspend",
     "input_token_bound",
@@ -184,6 +185,45 @@ def _rebuild_budget_error(
     spent: Decimal, limit: Decimal, requested: Decimal | None, scope: str, reserved: Decimal, why: tuple[str, ...] = ()
 ) -> BudgetExceededError:
     return BudgetExceededError(spent, limit, requested, scope=scope, reserved=reserved, why=why)
+
+
+class UnboundedCallError(BudgetExceededError):
+    """A call was refused because nothing in the request bounds its cost (an endpoint the meter does not
+    know, a body it cannot read), so no budget can hold it."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        reason: str,
+        limit: Decimal | float,
+        spent: Decimal | float = Decimal(0),
+        *,
+        scope: str = "session",
+        advice: str = "",
+    ) -> None:
+        self.endpoint = endpoint
+        """The request, as `POST /v1/...`."""
+        self.reason = reason
+        """Why its cost cannot be bounded."""
+        self.advice = advice
+        """What the caller can do about it."""
+        super().__init__(spent, limit, None, scope=scope)
+
+    def _message(self) -> str:
+        message = f"LLM {self.scope} budget cannot bound {self.endpoint}: {self.reason}; the call was not sent"
+        return f"{message}. {self.advice}" if self.advice else message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_unbounded_error,
+            (self.endpoint, self.reason, self.limit, self.spent, self.scope, self.advice),
+        )
+
+
+def _rebuild_unbounded_error(
+    endpoint: str, reason: str, limit: Decimal, spent: Decimal, scope: str, advice: str
+) -> UnboundedCallError:
+    return UnboundedCallError(endpoint, reason, limit, spent, scope=scope, advice=advice)
 
 
 @dataclass(frozen=True, slots=True)

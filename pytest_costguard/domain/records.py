@@ -20,6 +20,8 @@ __all__ = [
     "CostRecord",
     "Refusal",
     "Usage",
+    "endpoint_label",
+    "is_endpoint_label",
     "record_from_dict",
     "record_to_dict",
     "refusal_from_dict",
@@ -145,6 +147,16 @@ class CostRecord:
     def total_input_tokens(self) -> int:
         """All input tokens: uncached, written and read."""
         return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+
+def endpoint_label(path: str) -> str:
+    """What a call to an endpoint the meter cannot price is recorded as, in place of a model: `POST /v1/...`."""
+    return f"POST {path}"
+
+
+def is_endpoint_label(model: str) -> bool:
+    """Return whether a record's `model` is an `endpoint_label` (model names never hold a space)."""
+    return model.startswith("POST /")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from ..core.budget import DEFAULT_RULES, BoundRules, BudgetExceededError, bound_request
+from ..core.budget import DEFAULT_RULES, BoundRules, BudgetExceededError, UnboundedCallError, bound_request
 from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
 from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
 from ..core.routing import RoutePolicy
@@ -39,6 +39,8 @@ class GuardConfig:
     """Where prices come from."""
     bound_rules: BoundRules = DEFAULT_RULES
     """What the worst-case bound allows for content whose tokens are not in its bytes (images, PDFs, files)."""
+    free_endpoints: tuple[str, ...] = ()
+    """Endpoint path patterns the user declared free (`llm_free_endpoints`): passed through, not metered."""
 
 
 @dataclass(slots=True)
@@ -188,6 +190,28 @@ class CostGuard:
         holds = self._reserve(scope, worst, why)
         label = models[0] if len(set(models)) == 1 else "message batch"
         ticket = Ticket(scope.tag, label, label, worst, 0, False, retries, holds, None, False, batch=True)
+        with self._lock:
+            self._open[id(ticket)] = ticket
+        return ticket
+
+    def begin_unbounded(self, endpoint: str, why: str, *, advice: str = "", retries: int = 0) -> Ticket:
+        """Admit a call nothing in the request bounds (an endpoint not known to be free, a body not readable).
+
+        Under a budget it is refused (nothing is sent), naming `endpoint` and `why`: a cap cannot hold a call
+        it cannot price. Without one it is sent, and recorded unpriced when it ends (priced from the response's
+        usage when it reports one for a known model).
+        """
+        scope = self.scope
+        test_ledger = self.test_ledger(scope)
+        refusing = self.ledger if self.ledger.limit is not None else test_ledger
+        if refusing is not None and refusing.limit is not None:
+            where = "session" if refusing is self.ledger else f"test {scope.tag}"
+            refused = UnboundedCallError(endpoint, why, refusing.limit, refusing.spent, scope=where, advice=advice)
+            with self._lock:
+                self.refusals.append(Refusal(scope.tag, where, _ZERO, str(refused)))
+            raise refused
+        holds = self._reserve(scope, _ZERO, ())
+        ticket = Ticket(scope.tag, endpoint, endpoint, _ZERO, 0, False, retries, holds, None, False)
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket

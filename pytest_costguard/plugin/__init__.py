@@ -186,10 +186,10 @@ class CostguardSession:
         return self.active_because is not None
 
     def activate(self, because: str) -> None:
-        """Turn metering on for the rest of the session: every Anthropic client built from now on is metered.
+        """Turn metering on for the rest of the session: every Anthropic client's calls are metered from now on.
 
-        Clients built before (at import or collection time, when only a marker or fixture asks) are not: they
-        were built without the middleware, and the SDK offers no public way to add it afterwards.
+        Clients built from now on carry the middleware; clients built before (at import or collection time,
+        when only a marker or fixture asks) send each call through a copy of themselves that carries it.
         """
         if self.active_because is not None:
             return
@@ -210,7 +210,10 @@ class CostguardSession:
 
         settings = self.settings
         config = GuardConfig(
-            route=settings.route or RoutePolicy(), auto_cache=settings.cache == "auto", prices=self.price_book()
+            route=settings.route or RoutePolicy(),
+            auto_cache=settings.cache == "auto",
+            prices=self.price_book(),
+            free_endpoints=settings.free_endpoints,
         )
         try:
             ledger, cleanups = open_session_ledger(ledger_request(self.config, settings), self._running_test)

@@ -42,6 +42,9 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
      "the HTML report shows the trend", "string", None),
     ("llm_meter", "--llm-meter", "", "meter and report LLM calls even when no other costguard setting, marker or "
      "fixture asks for it", "bool", False),
+    ("llm_free_endpoints", "--llm-free-endpoint", "PATH", "an API endpoint that never bills, passed unmetered "
+     "(a POST to an endpoint not known to be free is refused under a budget); glob patterns such as "
+     "/v1/sessions/*; repeatable, one per line in the ini", "linelist", []),
 )
 
 

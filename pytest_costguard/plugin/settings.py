@@ -90,6 +90,8 @@ class Settings:
     """Seconds after which a Redis ledger's budget starts again (UTC-aligned windows), or None."""
     history: str | None = None
     """A cost history file: one JSON line is appended per run (the HTML report shows the trend)."""
+    free_endpoints: tuple[str, ...] = ()
+    """API endpoint path patterns declared free: a POST to one is passed through unmetered."""
 
     @property
     def redis_url(self) -> str | None:
@@ -195,6 +197,8 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
     ledger = ledger_raw.strip() if ledger_raw else None
     key, window = _shared_budget(get, ledger, ledger_src)
     history_raw, _ = _raw(get, "llm_history")
+    free_raw, free_src = _raw(get, "llm_free_endpoints")
+    free_endpoints = _free_endpoints(free_raw, free_src)
 
     return Settings(
         budget=budget,
@@ -210,7 +214,22 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
         ledger_key=key,
         budget_window=window,
         history=history_raw.strip() if history_raw else None,
+        free_endpoints=free_endpoints,
     )
+
+
+def _free_endpoints(raw: str | None, source: str) -> tuple[str, ...]:
+    """Validate `llm_free_endpoints`: one endpoint path (or glob pattern) per line, such as /v1/sessions/*."""
+    patterns = []
+    for line in (raw or "").splitlines():
+        pattern = line.split("#", 1)[0].strip()
+        if not pattern:
+            continue
+        if not pattern.startswith("/") or any(c.isspace() for c in pattern) or "?" in pattern:
+            raise SettingsError(f"{source}: {pattern!r} is not an endpoint path such as /v1/sessions/*/events")
+        # Matched against the path as sent (`providers.anthropic.middleware.endpoint_path`): no trailing slash.
+        patterns.append(pattern.rstrip("/") or "/")
+    return tuple(patterns)
 
 
 def _shared_budget(get: Getter, ledger: str | None, ledger_src: str) -> tuple[str, int | None]:

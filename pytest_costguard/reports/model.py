@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.budget import Overspend, find_overspend
 from ..domain.money import format_usd, usd_to_json
-from ..domain.records import CostRecord, Refusal, record_to_dict, refusal_to_dict
+from ..domain.records import CostRecord, Refusal, is_endpoint_label, record_to_dict, refusal_to_dict
 
 __all__ = [
     "REPORT_SUFFIXES",
@@ -325,12 +325,20 @@ def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
         )
     if report["refused_calls"]:
         out.append(f"refused calls: {report['refused_calls']}")
-    if report.get("unpriced_calls"):
-        models = sorted({c["model"] for c in report["calls"] if c.get("unpriced")})
+    unpriced = [c["model"] for c in report["calls"] if c.get("unpriced")]
+    by_model = [m for m in unpriced if not is_endpoint_label(m)]
+    by_endpoint = [m for m in unpriced if is_endpoint_label(m)]
+    if by_model:
         out.append(
-            f"WARNING: {report['unpriced_calls']} call(s) answered by a model with no known price "
-            f"({', '.join(models)}) were sent, as no budget applied, and recorded unpriced (at $0, or at the "
-            "requested model's price when only the answering model was unknown); add prices to llm_prices"
+            f"WARNING: {len(by_model)} call(s) answered by a model with no known price "
+            f"({', '.join(sorted(set(by_model)))}) were sent, as no budget applied, and recorded unpriced (at $0, or "
+            "at the requested model's price when only the answering model was unknown); add prices to llm_prices"
+        )
+    if by_endpoint:
+        out.append(
+            f"WARNING: {len(by_endpoint)} call(s) the meter cannot price ({', '.join(sorted(set(by_endpoint)))}: "
+            "an endpoint not known to be free, or a body it cannot read) were sent, as no budget applied, and "
+            "recorded unpriced at $0; declare endpoints that never bill in llm_free_endpoints (docs/budgets.md)"
         )
     if report.get("worst_case_overruns"):
         out.append(

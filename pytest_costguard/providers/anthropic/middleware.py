@@ -7,6 +7,11 @@ caller: its bytes are metered as they pass to the SDK, told apart by their conte
 and the attempt is settled when the stream is closed, completely or not. The sync and async middleware are thin
 shells around one core (`_Attempt`, `_BodyMeter`).
 
+Which requests are metered is decided by their path as sent (`endpoint_kind`) and their body as sent
+(`request_body`: `body=`, or raw `content=` holding JSON): Messages calls and batch creations are bounded and
+metered, known free endpoints pass, and a POST nothing bounds (an endpoint not known to be free, a body that
+cannot be read) goes to `CostGuard.begin_unbounded`: refused under a budget, recorded unpriced without one.
+
 `install()` (from `patch.py`, re-exported here) makes every client the process builds carry the middleware,
 without touching user code: it wraps the SDK's client constructors once `anthropic` is imported (by anyone, at
 any time). This module is imported only when the first client is built, so an idle test run never loads it.
@@ -16,10 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...core.pricing import Usage, usage_from_response
+from ...domain.records import endpoint_label
 from .patch import _getter, install, is_installed, prepare, uninstall
 
 if TYPE_CHECKING:
@@ -27,37 +33,149 @@ if TYPE_CHECKING:
 
     from ...metering.guard import CostGuard, Ticket
 
-__all__ = ["SSEMeter", "install", "is_batch_creation", "is_installed", "middleware_for", "prepare", "uninstall"]
+__all__ = [
+    "SSEMeter",
+    "endpoint_kind",
+    "endpoint_path",
+    "install",
+    "is_installed",
+    "middleware_for",
+    "prepare",
+    "request_body",
+    "uninstall",
+]
 
-_MESSAGES_PATHS = ("/v1/messages", "/messages")
-_EXCLUDED = ("count_tokens", "batches")
 _NESTED_USAGE = ("cache_creation", "server_tool_use")
 
+MESSAGES, BATCH, FREE, UNKNOWN = "messages", "batch", "free", "unknown"
+"""What a request is to the meter: a Messages call, a Message Batch creation, free, or an endpoint it does not know."""
 
-def is_messages_call(method: str, url: str, body: Any) -> bool:
-    """Return whether an outgoing request is a billable Messages call."""
-    if method.lower() != "post" or not isinstance(body, dict):
-        return False
-    billable = _billable_urls.get(url)
-    if billable is None:
-        path = url.split("?", 1)[0].rstrip("/")
-        billable = path.endswith(_MESSAGES_PATHS) and not any(part in path for part in _EXCLUDED)
-        if len(_billable_urls) < 1024:  # a client calls a handful of URLs; don't grow without bound
-            _billable_urls[url] = billable
-    return billable
+_KNOWN: dict[tuple[str, ...], str] = {
+    ("messages",): MESSAGES,
+    ("messages", "batches"): BATCH,
+    ("messages", "count_tokens"): FREE,
+}
+_FREE_TREES = ("models", "files")
+"""Endpoints under these never bill (the Models API, the Files API: uploads are not charged)."""
 
 
-_billable_urls: dict[str, bool] = {}
+def endpoint_path(url: str) -> str:
+    """The path a request URL reaches, as the SDK sends it: no scheme, host, query or fragment; dot segments
+    resolved, percent-escapes decoded, repeated and trailing slashes dropped."""
+    import httpx2
+
+    parsed = httpx2.URL(url)
+    if parsed.is_relative_url:  # the SDK appends it to the base URL; parsed whole, its dot segments resolve
+        parsed = httpx2.URL("https://base.invalid/" + url.lstrip("/"))
+    return "/" + "/".join(part for part in parsed.path.split("/") if part)
 
 
-_BATCHES_PATHS = ("/v1/messages/batches", "/messages/batches")
+def endpoint_kind(method: str, url: str) -> str:
+    """Classify an outgoing request: `MESSAGES`, `BATCH`, `FREE` (every request but a POST, and the known
+    free POSTs) or `UNKNOWN` (a POST to an endpoint the meter does not know, which may bill)."""
+    if method.upper() != "POST":
+        return FREE  # the API bills what a POST asks it to generate; reads and deletes cost nothing
+    kind = _kinds.get(url)
+    if kind is None:
+        kind = _classify(endpoint_path(url))
+        if len(_kinds) < 1024:  # a client calls a handful of URLs; don't grow without bound
+            _kinds[url] = kind
+    return kind
 
 
-def is_batch_creation(method: str, url: str, body: Any) -> bool:
-    """Return whether an outgoing request creates a Message Batch (`messages.batches.create`, beta too)."""
-    if method.lower() != "post" or not isinstance(body, dict) or "requests" not in body:
-        return False
-    return url.split("?", 1)[0].rstrip("/").endswith(_BATCHES_PATHS)
+_kinds: dict[str, str] = {}
+
+
+def _classify(path: str) -> str:
+    segments = path.split("/")[1:]
+    if "v1" in segments:  # what follows the API version (a gateway may put a prefix before it)
+        segments = segments[len(segments) - segments[::-1].index("v1") :]
+    kind = _KNOWN.get(tuple(segments))
+    if kind is not None:
+        return kind
+    if segments and segments[0] in _FREE_TREES:
+        return FREE
+    if len(segments) == 4 and segments[:2] == ["messages", "batches"] and segments[3] == "cancel":
+        return FREE
+    return UNKNOWN
+
+
+def is_free_endpoint(path: str, patterns: tuple[str, ...]) -> bool:
+    """Return whether the user declared `path` free (`llm_free_endpoints`: glob patterns, `*` spans slashes)."""
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
+
+
+def _declare_free(path: str) -> str:
+    return (
+        f"If it never bills, declare it free: `llm_free_endpoints = {path}` in the ini file, or "
+        f"--llm-free-endpoint={path} (`*` in a pattern matches any part of a path, e.g. /v1/sessions/*)"
+    )
+
+
+_READABLE_ADVICE = "Send its body as `body=` (a dict) or as `content=` bytes of one JSON object: those are metered"
+
+
+class _Unreadable(Exception):
+    """A request body the meter cannot read before it is sent (the message says why)."""
+
+
+def request_body(request: APIRequest) -> tuple[dict[str, Any] | None, bool]:
+    """The JSON object a request sends, and whether it came as raw `content=` bytes.
+
+    `(None, False)` when it sends no body at all. Raises `_Unreadable` when it sends one that cannot be read
+    without consuming it, or that is not a JSON object.
+    """
+    body = request.json
+    if isinstance(body, dict):
+        return body, False
+    if body is not None:
+        raise _Unreadable("its JSON body is not an object")
+    options = request.options
+    if options.files:
+        raise _Unreadable("its body is multipart form data")
+    content = options.content
+    if content is None:
+        return None, False
+    raw = _content_bytes(content)
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise _Unreadable("its `content=` body is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise _Unreadable("its `content=` body is not a JSON object")
+    return parsed, True
+
+
+def _content_bytes(content: Any) -> bytes | str:
+    """Read raw `content=` without consuming it: bytes, text, a list of chunks, or a seekable file."""
+    if isinstance(content, (bytes, str)):
+        return content
+    if isinstance(content, (bytearray, memoryview)):
+        return bytes(content)
+    if isinstance(content, (list, tuple)) and all(isinstance(chunk, (bytes, bytearray)) for chunk in content):
+        return b"".join(content)
+    seekable = getattr(content, "seekable", None)
+    if callable(seekable) and seekable() and hasattr(content, "read"):
+        at = content.tell()
+        try:
+            data = content.read()
+        finally:
+            content.seek(at)  # the SDK reads it again from where the caller left it
+        if isinstance(data, (bytes, str)):
+            return data
+    raise _Unreadable("its `content=` body is a stream the meter cannot read before it is sent")
+
+
+def _with_body(request: APIRequest, body: Mapping[str, Any], *, raw: bool) -> APIRequest:
+    """The same request sending `body` (routed or made cacheable) as JSON."""
+    changed = request.copy(body=dict(body))
+    # `body` already holds what `extra_body` and raw `content=` said: the SDK must not merge or send them again.
+    changed.options.extra_json = None
+    if raw:
+        changed.options.content = None
+    return changed
 
 
 class SSEMeter:
@@ -340,18 +458,34 @@ class _Middleware:
 
     def _admit(self, request: APIRequest) -> _Attempt | None:
         guard = self._guard()
-        body = request.json
         if guard is None:
             return None
-        if not is_messages_call(request.method, request.url, body):
-            if not is_batch_creation(request.method, request.url, body):
+        kind = endpoint_kind(request.method, request.url)
+        if kind == FREE:
+            return None
+        retries = request.retries_taken
+        if kind == UNKNOWN:
+            path = endpoint_path(request.url)
+            if is_free_endpoint(path, guard.config.free_endpoints):
                 return None
-            assert isinstance(body, dict)
-            return _Attempt(guard, guard.begin_batch(body, retries=request.retries_taken), request)
-        assert isinstance(body, dict)
-        ticket, sent = guard.begin(body, streamed=bool(body.get("stream")), retries=request.retries_taken)
+            why = "pytest-costguard does not know whether this endpoint bills, nor how much"
+            ticket = guard.begin_unbounded(endpoint_label(path), why, advice=_declare_free(path), retries=retries)
+            return _Attempt(guard, ticket, request)
+        try:
+            body, raw = request_body(request)
+        except _Unreadable as exc:
+            label = endpoint_label(endpoint_path(request.url))
+            ticket = guard.begin_unbounded(label, str(exc), advice=_READABLE_ADVICE, retries=retries)
+            return _Attempt(guard, ticket, request)
+        if body is None:
+            return None  # no body: the API rejects it unbilled
+        if kind == BATCH:
+            if "requests" not in body:
+                return None  # creates nothing: the API rejects it unbilled
+            return _Attempt(guard, guard.begin_batch(body, retries=retries), request)
+        ticket, sent = guard.begin(body, streamed=bool(body.get("stream")), retries=retries)
         if sent is not body:
-            request = request.copy(body=dict(sent))
+            request = _with_body(request, sent, raw=raw)
         return _Attempt(guard, ticket, request)
 
 

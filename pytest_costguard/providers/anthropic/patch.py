@@ -5,9 +5,10 @@ imports this at start-up, and a suite that never builds a client never loads the
 pricing code. The middleware module is imported when the first client is built.
 
 The patch comes in pairs, like pytest-recording's install and uninstall: `prepare` (or the first `install`)
-adds a meta-path hook and wraps the SDK's client constructors; `restore` (or the last `uninstall`) puts the
-original constructors back and removes the hook. Clients built while it was on keep the middleware, which
-passes every call through untouched once no guard is installed.
+adds a meta-path hook and wraps the SDK's client constructors and `request` methods; `restore` (or the last
+`uninstall`) puts the originals back and removes the hook. Clients built while it was on keep the middleware,
+which passes every call through untouched once no guard is installed; clients built before it send each call,
+while a guard is installed, through a copy the SDK makes with the middleware added (`_metered_copy`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,64 @@ def _patch_base_client_module(module: Any) -> None:
         wrapped.__wrapped__ = original  # type: ignore[attr-defined]
         _wrapped.append((cls, original, "__init__" in vars(cls)))
         cls.__init__ = wrapped
+    _patch_request_methods(module)
+
+
+# -- clients built before the patch ----------------------------------------------------------------------------
+_requests_wrapped: list[tuple[type[Any], Any]] = []
+"""Each `request` method we wrapped: (class, its original)."""
+
+
+def _metered_copy(client: Any) -> Any:
+    """The client a call of `client` should go through: a copy carrying the shared middleware when a guard is
+    installed and `client` was built without it (before the patch), else None (call `client` itself).
+
+    The copy is the SDK's own `with_options`, made for each call so it reflects the client as it is now (its
+    key, retries, timeout, headers); `client` itself, and the `middleware` it shows, are left as they are.
+    """
+    if not _guards:
+        return None
+    shared = _shared_middleware()
+    chain = tuple(client.middleware)
+    if any(entry is shared for entry in chain):
+        return None
+    return client.with_options(middleware=[*chain, shared])
+
+
+def _patch_request_methods(module: Any) -> None:
+    """Wrap the base clients' `request` (every API call goes through it) so clients built before the
+    constructors were wrapped (at `-p` plugin or `sitecustomize` import, or before a marker asked for metering)
+    are metered too, through `_metered_copy`, while a guard is installed."""
+    for cls, asynchronous in ((module.SyncAPIClient, False), (module.AsyncAPIClient, True)):
+        original = vars(cls)["request"]
+        if getattr(original, "_costguard_patched", False):
+            continue
+        if asynchronous:
+
+            async def wrapped_async(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+                metered = _metered_copy(self)
+                # The SDK's own `request` of the copy: a subclass's override has already run, on `self`.
+                return await __original(self if metered is None else metered, *args, **kwargs)
+
+            wrapped: Any = wrapped_async
+        else:
+
+            def wrapped_sync(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+                metered = _metered_copy(self)
+                return __original(self if metered is None else metered, *args, **kwargs)
+
+            wrapped = wrapped_sync
+        wrapped._costguard_patched = True
+        wrapped.__wrapped__ = original
+        _requests_wrapped.append((cls, original))
+        cls.request = wrapped
+
+
+def _unpatch_request_methods() -> None:
+    while _requests_wrapped:
+        cls, original = _requests_wrapped.pop()
+        if getattr(vars(cls).get("request"), "_costguard_patched", False):
+            cls.request = original
 
 
 def _unpatch_constructors() -> None:
@@ -129,11 +188,12 @@ def restore() -> None:
     while _hook in sys.meta_path:
         sys.meta_path.remove(_hook)
     _unpatch_constructors()
+    _unpatch_request_methods()
 
 
 def is_patched() -> bool:
-    """Return whether the SDK patch is in place (the hook, or a wrapped constructor)."""
-    return _hook in sys.meta_path or bool(_wrapped)
+    """Return whether the SDK patch is in place (the hook, or a wrapped constructor or `request`)."""
+    return _hook in sys.meta_path or bool(_wrapped) or bool(_requests_wrapped)
 
 
 def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
