@@ -42,6 +42,12 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
      "the HTML report shows the trend", "string", None),
     ("llm_meter", "--llm-meter", "", "meter and report LLM calls even when no other costguard setting, marker or "
      "fixture asks for it", "bool", False),
+    ("llm_record", "--llm-record", "MODE", "record and replay LLM calls in cassettes: off (default), none (replay "
+     "only: a call not recorded fails its test, nothing is sent; for CI), once, new, all", "string", None),
+    ("llm_cassettes", "--llm-cassettes", "DIR", "keep cassettes under DIR (default: cassettes/<module>/ beside each "
+     "test module)", "string", None),
+    ("llm_record_ignore", None, "", "request body fields replay matching leaves out, one dotted path a line "
+     "(default metadata.user_id)", "linelist", []),
 )
 
 

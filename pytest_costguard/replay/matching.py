@@ -15,7 +15,7 @@ from typing import Any
 
 from .redaction import redact_body
 
-__all__ = ["DEFAULT_IGNORED", "normalized_body", "parse_ignored", "request_key"]
+__all__ = ["DEFAULT_IGNORED", "first_difference", "normalized_body", "parse_ignored", "request_key"]
 
 DEFAULT_IGNORED: tuple[str, ...] = ("metadata.user_id",)
 """Body fields left out of matching unless configured otherwise (`llm_record_ignore`)."""
@@ -62,3 +62,23 @@ def request_key(method: str, path: str, body: Any, ignored: Iterable[str] = DEFA
         default=str,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    """The path of the first place two JSON values differ (`messages[0].content`), or None when they are equal."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in sorted(set(a) | set(b), key=str):
+            here = f"{where}.{key}" if where else str(key)
+            if key not in a or key not in b:
+                return here
+            found = first_difference(a[key], b[key], here)
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        for index, (x, y) in enumerate(zip(a, b, strict=False)):
+            found = first_difference(x, y, f"{where}[{index}]")
+            if found is not None:
+                return found
+        return None if len(a) == len(b) else f"{where}[{min(len(a), len(b))}]"
+    return None if a == b else (where or "the body")

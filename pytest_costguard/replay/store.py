@@ -7,6 +7,7 @@ matches, record what does not), `all` (record everything again).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cassette import Cassette, CassetteError, Interaction, cassette_files, cassette_path, now
-from .matching import DEFAULT_IGNORED, request_key
+from .matching import DEFAULT_IGNORED, first_difference, normalized_body, request_key
 
 __all__ = ["MODES", "NotRecordedError", "Recorder", "StaleRecording", "Tape"]
 
@@ -36,6 +37,16 @@ class StaleRecording:
     """How many of its interactions went unused (all of them for a cassette whose test no longer exists)."""
     reason: str
     """Why it is stale, for the summary."""
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """How many leading characters two texts share."""
+    shared = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        shared += 1
+    return shared
 
 
 class Tape:
@@ -89,8 +100,14 @@ class Tape:
             self.replayed += 1
         return self.existing.interactions[index]
 
-    def refuse(self, what: str) -> NotRecordedError:
-        """Note a call that has no recording and may not be recorded; return the error to raise."""
+    def refuse(self, what: str, request: tuple[str, str, object] | None = None) -> NotRecordedError:
+        """Note a call that has no recording and may not be recorded; return the error to raise.
+
+        `request` (method, path, body) lets the message say where the closest recording differs.
+        """
+        closest = self._closest(*request) if request is not None else None
+        if closest is not None:
+            what = f"{what}, which differs from its closest recording at {closest},"
         if self.mode == "once":
             how = "the cassette exists, so --llm-record=once only replays it; delete it or run --llm-record=new"
         else:
@@ -102,6 +119,24 @@ class Tape:
         with self._lock:
             self.misses.append(message)
         return NotRecordedError(message)
+
+    def _closest(self, method: str, path: str, body: object) -> str | None:
+        """Where the body differs from the most similar recording of the same method and path (None: none)."""
+        if self.existing is None:
+            return None
+        mine = normalized_body(body, self.ignored)
+        best: tuple[int, str] | None = None
+        for recorded in self.existing.interactions:
+            if recorded.method != method or recorded.path != path:
+                continue
+            theirs = normalized_body(recorded.body, self.ignored)
+            where = first_difference(mine, theirs)
+            if where is None:
+                return "none: its recordings of this request were all used already"
+            shared = _shared_prefix(json.dumps(mine, sort_keys=True), json.dumps(theirs, sort_keys=True))
+            if best is None or shared > best[0]:
+                best = (shared, where)
+        return None if best is None else best[1]
 
     def add(self, interaction: Interaction) -> None:
         """Keep an attempt this run made, to be written when the test ends."""
