@@ -205,7 +205,8 @@ def test_a_changed_prompt_under_none_fails_its_test_and_sends_nothing(
     result.stdout.fnmatch_lines(
         [
             "*test_calls.py::test_create: a claude-sonnet-4-6 call (prompt: 'Summarise ticket T-2001') was not "
-            "recorded in *test_create.json (--llm-record=none, nothing was sent)*"
+            "recorded in *test_create.json (--llm-record=none, nothing was sent); the closest recording differs at "
+            "messages?0?.content;*"
         ]
     )
 

@@ -80,5 +80,5 @@ def test_a_changed_prompt_fails_its_test_under_none_and_is_never_sent(recorded: 
         "tests/test_summaries.py::test_a_summary_is_text_for_the_next_agent: a claude-sonnet-4-6 call "
         "(prompt: '<ticket id=\"T-1042\">') was not recorded in" in run.stdout
     )
-    assert "nothing was sent" in run.stdout
+    assert "nothing was sent); the closest recording differs at messages[0].content;" in run.stdout
     assert "Connect" not in run.stdout  # refused before sending: no connection was even tried

@@ -25,7 +25,7 @@ from pytest_costguard.replay import (
     safe_name,
 )
 from pytest_costguard.replay.cassette import body_bytes, stored_body
-from pytest_costguard.replay.matching import parse_ignored
+from pytest_costguard.replay.matching import first_difference, parse_ignored
 
 SSE = (
     b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","model":"claude-sonnet-4-6",'
@@ -335,3 +335,17 @@ def test_find_secrets_sees_a_key_or_an_unredacted_auth_header() -> None:
     assert find_secrets(f'{{"content": "{ANTHROPIC_KEY}"}}')[0].startswith("Anthropic API key")
     assert find_secrets("{}", headers=[{"x-api-key": "abc"}]) == ["header 'x-api-key' stored unredacted"]
     assert find_secrets("{}", headers=[{"x-api-key": "[REDACTED]"}]) == []
+
+
+def test_a_refusal_says_where_the_closest_recording_differs(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    recorded = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hello"}]}
+    Cassette("t", (_interaction(recorded),)).save(path)
+    tape = Tape("t", path, "none")
+
+    changed = {**recorded, "messages": [{"role": "user", "content": "hello!"}]}
+    message = str(tape.refuse("a call", ("POST", "/v1/messages", changed)))
+
+    assert "the closest recording differs at messages[0].content;" in message
+    assert first_difference(recorded, {**recorded, "max_tokens": 6}) == "max_tokens"
+    assert first_difference(recorded, dict(reversed(list(recorded.items())))) is None

@@ -105,16 +105,15 @@ class Tape:
 
         `request` (method, path, body) lets the message say where the closest recording differs.
         """
-        closest = self._closest(*request) if request is not None else None
-        if closest is not None:
-            what = f"{what}, which differs from its closest recording at {closest},"
+        where = self._closest(*request) if request is not None else None
+        closest = f"; the closest recording differs at {where}" if where is not None else ""
         if self.mode == "once":
             how = "the cassette exists, so --llm-record=once only replays it; delete it or run --llm-record=new"
         else:
             how = "record it with --llm-record=new (or once, all) against the API, then commit the cassette"
         message = (
             f"pytest-costguard: {self.test}: {what} was not recorded in {self.path} "
-            f"(--llm-record={self.mode}, nothing was sent); {how}"
+            f"(--llm-record={self.mode}, nothing was sent){closest}; {how}"
         )
         with self._lock:
             self.misses.append(message)
@@ -132,7 +131,7 @@ class Tape:
             theirs = normalized_body(recorded.body, self.ignored)
             where = first_difference(mine, theirs)
             if where is None:
-                return "none: its recordings of this request were all used already"
+                return "nothing: every recording of this very request was used already"
             shared = _shared_prefix(json.dumps(mine, sort_keys=True), json.dumps(theirs, sort_keys=True))
             if best is None or shared > best[0]:
                 best = (shared, where)
