@@ -66,9 +66,15 @@ def test_create_stream_true():
 def test_async_create():
     async def go():
         async with API.async_client(api_key=KEY) as client:
-            return await asyncio.gather(*(client.messages.create(**body(f"async {{i}}: {{PROMPT}}")) for i in range(3)))
+            answers = await asyncio.gather(*(client.messages.create(**body(f"async {{i}}: {{PROMPT}}")) for i in range(3)))
+            async with client.messages.stream(**body(f"async stream: {{PROMPT}}")) as stream:
+                text = "".join([piece async for piece in stream.text_stream])
+                final = await stream.get_final_message()
+            return answers, text, final
 
-    assert [m.content[0].text for m in asyncio.run(go())] == ["ok"] * 3
+    answers, text, final = asyncio.run(go())
+    assert [m.content[0].text for m in answers] == ["ok"] * 3
+    assert text == "ok" and final.usage.output_tokens == 40
 
 
 def test_raw_response():
@@ -155,7 +161,7 @@ def test_a_recorded_suite_replays_with_the_api_off_spending_nothing_and_saving_w
     assert report["calls"] and all(c["replayed"] for c in report["calls"])
     assert len(report["calls"]) == len(recorded["calls"])
     assert report["savings"]["replay_usd"] == recorded["total_cost_usd"]
-    result.stdout.fnmatch_lines(["replay: 10 call(s) answered from cassettes, nothing sent or billed; saved $*"])
+    result.stdout.fnmatch_lines(["replay: 11 call(s) answered from cassettes, nothing sent or billed; saved $*"])
 
 
 def test_streams_are_stored_event_by_event_and_bodies_as_data(suite: pytest.Pytester) -> None:
