@@ -66,7 +66,8 @@ def test_create_stream_true():
 def test_async_create():
     async def go():
         async with API.async_client(api_key=KEY) as client:
-            answers = await asyncio.gather(*(client.messages.create(**body(f"async {{i}}: {{PROMPT}}")) for i in range(3)))
+            asks = [client.messages.create(**body(f"async {{i}}: {{PROMPT}}")) for i in range(3)]
+            answers = await asyncio.gather(*asks)
             async with client.messages.stream(**body(f"async stream: {{PROMPT}}")) as stream:
                 text = "".join([piece async for piece in stream.text_stream])
                 final = await stream.get_final_message()
