@@ -349,3 +349,16 @@ def test_a_refusal_says_where_the_closest_recording_differs(tmp_path: Path) -> N
     assert "the closest recording differs at messages[0].content;" in message
     assert first_difference(recorded, {**recorded, "max_tokens": 6}) == "max_tokens"
     assert first_difference(recorded, dict(reversed(list(recorded.items())))) is None
+
+
+def test_the_cassette_layer_imports_neither_pytest_nor_any_provider_sdk() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytest_costguard.replay, pytest_costguard.replay.stale; "
+        "print(sorted(m for m in ('pytest', 'anthropic', 'openai', 'httpx2') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+    assert out.strip() == "[]"
