@@ -1,4 +1,4 @@
-"""The `costguard` command line.
+"""The `costguard` command line (serve, report, merge, history, cassettes).
 
 Each subcommand is one `_add_<name>` function that registers its parser and sets `run` to the function doing
 the work; `main` turns every failure into a message on stderr and exit status 2, never a traceback.
@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 __all__ = ["main"]
@@ -330,11 +331,99 @@ def _add_history(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.set_defaults(run=_history)
 
 
+def _cassettes(args: argparse.Namespace, rest: list[str]) -> int:
+    """List the cassettes under a folder with what they recorded; find stale ones and stored secrets."""
+    from pathlib import Path
+
+    from .domain.money import format_usd
+    from .replay.cassette import Cassette, CassetteError, cassette_files
+    from .replay.redaction import find_secrets
+    from .replay.stale import stale_reason
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise CommandError(f"{folder}: no such folder")
+    files = cassette_files(folder)
+    status = 0
+    total = Decimal(0)
+    priced = _cassette_pricer()
+    print(f"costguard cassettes: {folder} ({len(files)} file(s))")
+    for path in files:
+        shown = path.relative_to(folder)
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            cassette = Cassette.loads(text, where=str(shown))
+        except CassetteError as exc:
+            print(f"{shown}: CORRUPT: {exc}")
+            status = max(status, 2)
+            cassette = None
+        if args.check_secrets:
+            interactions = cassette.interactions if cassette else ()
+            headers = [h for i in interactions for h in (i.headers, i.request_headers)]
+            for secret in find_secrets(text, headers=headers):
+                print(f"{shown}: SECRET: {secret}")
+                status = max(status, 1)
+        if cassette is None:
+            continue
+        cost, unpriced = priced(cassette)
+        total += cost
+        note = f", {unpriced} unpriced" if unpriced else ""
+        print(
+            f"{shown}: {len(cassette.interactions)} interaction(s), recorded {cassette.recorded_at or '?'}, "
+            f"{format_usd(cost)} at today's prices{note}"
+        )
+        if args.stale:
+            reason = stale_reason(path, cassette)
+            if reason is not None:
+                print(f"{shown}: STALE: {reason}")
+                status = max(status, 1)
+    print(f"total: {format_usd(total)} at today's prices (what replaying every cassette saves per run)")
+    return status
+
+
+def _cassette_pricer() -> Callable[[Any], tuple[Decimal, int]]:
+    """Price a cassette's recorded replies at today's rates: (cost, replies that could not be priced)."""
+    from .core.pricing import UnknownModelPrice, default_price_book
+    from .providers.anthropic.replay import recorded_usage
+
+    book = default_price_book()
+
+    def price(cassette: Any) -> tuple[Decimal, int]:
+        cost, unpriced = Decimal(0), 0
+        for interaction in cassette.interactions:
+            found = recorded_usage(interaction) if interaction.provider == "anthropic" else None
+            if found is None:
+                continue
+            try:
+                cost += book.cost(found[0], found[1])
+            except UnknownModelPrice:
+                unpriced += 1
+        return cost, unpriced
+
+    return price
+
+
+def _add_cassettes(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `costguard cassettes`."""
+    parser = subparsers.add_parser(
+        "cassettes",
+        help="list recorded cassettes (--llm-record) with their cost; --stale, --check-secrets",
+        description="List the cassettes under DIR with what their recordings cost at today's prices. "
+        "Exit 1 when --stale finds a cassette whose test is gone or --check-secrets finds a stored secret, "
+        "2 when a cassette cannot be read.",
+    )
+    parser.add_argument("folder", metavar="DIR", help="a folder of cassettes (searched recursively)")
+    parser.add_argument("--stale", action="store_true", help="find cassettes whose test no longer exists")
+    parser.add_argument("--check-secrets", action="store_true", help="verify that no API key or auth header is stored")
+    parser.set_defaults(run=_cassettes)
+
+
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _add_serve,
     _add_report,
     _add_merge,
     _add_history,
+    _add_cassettes,
 )
 
 

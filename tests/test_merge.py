@@ -61,7 +61,7 @@ def test_shards_merge_into_one_report_of_the_same_schema_with_exact_sums(
     assert merged["by_model"]["claude-haiku-4-5"]["cost_usd"] == 0.4
     assert merged["by_model"]["claude-haiku-4-5"]["calls"] == 3
     assert merged["by_model"]["claude-sonnet-4-5"]["cost_usd"] == 0.2
-    assert merged["savings"] == {"routing_usd": 0.3, "caching_usd": 0.05, "total_usd": 0.35}
+    assert merged["savings"] == {"routing_usd": 0.3, "caching_usd": 0.05, "replay_usd": 0.0, "total_usd": 0.35}
     assert (merged["budget_usd"], merged["budget_exceeded"]) == (3.0, False)  # the shards' budgets add up
     assert [s["source"] for s in merged["shards"]] == list(map(str, shards))
     assert "costguard merge: 3 reports, 4 tests, 4 calls, total $0.60" in out

@@ -541,6 +541,7 @@ def test_idle():
         "pytest_costguard.plugin.hookspecs",
         "pytest_costguard.plugin.marks",
         "pytest_costguard.plugin.options",
+        "pytest_costguard.plugin.replay",
         "pytest_costguard.plugin.settings",
         "pytest_costguard.plugin.xdist",
         "pytest_costguard.providers",

@@ -30,6 +30,8 @@ FULL = CostRecord(
     cost_uncached_usd=Decimal("0.2"),
     reserved_usd=Decimal("0.3"),
     unpriced=True,
+    replayed=True,
+    replay_cost_usd=Decimal("0.4"),
 )
 
 

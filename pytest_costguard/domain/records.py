@@ -138,6 +138,10 @@ class CostRecord:
     unpriced: bool = False
     """No price was known for the billed model (only possible without a budget): `cost_usd` is 0, or the
     admitted model's price standing in when the response named an unknown model."""
+    replayed: bool = False
+    """Answered from a cassette (`--llm-record`): nothing was sent or billed, `cost_usd` is 0."""
+    replay_cost_usd: Decimal | None = None
+    """For a replayed call, what it would have cost live, priced at today's rates: what replay saved."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.cost_usd, Decimal):
@@ -202,7 +206,7 @@ def record_from_dict(data: Mapping[str, Any]) -> CostRecord:
     for name in MONEY_FIELDS:
         if values.get(name) is not None:
             values[name] = usd_from_json(values[name])
-    for name in ("streamed", "estimated", "unpriced"):
+    for name in ("streamed", "estimated", "unpriced", "replayed"):
         if name in values:
             values[name] = bool(values[name])
     return CostRecord(**values)

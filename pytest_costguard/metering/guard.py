@@ -62,6 +62,10 @@ class Ticket:
     batch: bool = False
     """A Message Batches creation: charged its requests' worst case, estimated, when it is created."""
     done: bool = False
+    replayed: bool = False
+    """Answered from a cassette: nothing is held or billed (`hold` turns it into a live attempt)."""
+    notes: tuple[str, ...] = ()
+    """What the worst-case bound assumed, for a refusal's message."""
 
 
 class CostGuard:
@@ -83,6 +87,8 @@ class CostGuard:
         self._prompt_counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self.listeners: list[Callable[[CostRecord], None]] = []
+        self.tapes: Any = None
+        """The run's record/replay `replay.Recorder` (`--llm-record`), or None: calls are answered live."""
 
     # -- admission -----------------------------------------------------------------------------------------
     def begin(
@@ -91,12 +97,14 @@ class CostGuard:
         *,
         streamed: bool,
         retries: int = 0,
+        replay: bool = False,
     ) -> tuple[Ticket, Mapping[str, Any]]:
         """Route and admit one attempt; return its ticket and the body to send.
 
         Raises `BudgetExceededError` (nothing is sent) when its worst case does not fit a budget, and
         `UnknownModelPrice` when the model it would go to has no known price and a budget applies: without a
         budget such a call is sent and recorded unpriced, since observing must never break a test.
+        With `replay`, nothing is reserved: the attempt may be answered from a cassette (`hold` it if not).
         """
         scope = self.scope
         config = self.config
@@ -117,12 +125,13 @@ class CostGuard:
         try:
             rates = config.prices.rates(model, fast=fast)
         except UnknownModelPrice:
-            if self.ledger.limit is not None or scope.budget is not None:
+            if not replay and (self.ledger.limit is not None or scope.budget is not None):
                 raise  # a budget cannot bound a call it cannot price
             rates = None
         bound = bound_request(body, rates, config.bound_rules, model=model) if rates is not None else None
         worst = bound.cost if bound is not None else _ZERO
-        holds = self._reserve(scope, worst, bound.notes if bound is not None else ())
+        notes = bound.notes if bound is not None else ()
+        holds = [] if replay else self._reserve(scope, worst, notes)
         max_tokens = body.get("max_tokens")
         ticket = Ticket(
             scope.tag,
@@ -135,10 +144,37 @@ class CostGuard:
             holds,
             rates,
             fast,
+            replayed=replay,
+            notes=notes,
         )
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket, body
+
+    def hold(self, ticket: Ticket) -> None:
+        """Make a replay ticket (`begin(replay=True)`) that found no recording a live attempt: reserve it now.
+
+        Raises what `begin` would have (nothing is sent): `BudgetExceededError`, or `UnknownModelPrice` when a
+        budget applies to a model with no known price.
+        """
+        if not ticket.replayed:
+            return
+        scope = self.scope
+        if ticket.rates is None and not ticket.batch and (self.ledger.limit is not None or scope.budget is not None):
+            self.forget(ticket)
+            self.config.prices.rates(ticket.model, fast=ticket.fast)  # raises UnknownModelPrice, naming the model
+        try:
+            ticket.holds = self._reserve(scope, ticket.worst_case, ticket.notes)
+        except BudgetExceededError:
+            self.forget(ticket)
+            raise
+        ticket.replayed = False
+
+    def forget(self, ticket: Ticket) -> None:
+        """Drop an attempt that was never sent and holds nothing (a call refused for want of a recording)."""
+        if self._close(ticket):
+            for ledger, reservation in ticket.holds:
+                ledger.release(reservation)
 
     def _reserve(self, scope: Scope, worst: Decimal, notes: tuple[str, ...]) -> list[tuple[Ledger, Reservation]]:
         """Hold `worst` against the test's budget and the session's, or record the refusal and raise it."""
@@ -159,15 +195,16 @@ class CostGuard:
             raise refused from None
         return holds
 
-    def begin_batch(self, body: Mapping[str, Any], *, retries: int = 0) -> Ticket:
+    def begin_batch(self, body: Mapping[str, Any], *, retries: int = 0, replay: bool = False) -> Ticket:
         """Admit a Message Batches creation: hold the sum of its requests' worst cases at batch prices.
 
         The whole batch is refused (nothing is sent) when that sum does not fit a budget. Its results come up
         to 24 hours later, so the batch is charged that worst case, marked estimated, when it is created.
+        With `replay`, nothing is reserved (see `begin`).
         """
         scope = self.scope
         config = self.config
-        budgeted = self.ledger.limit is not None or scope.budget is not None
+        budgeted = not replay and (self.ledger.limit is not None or scope.budget is not None)
         worst = _ZERO
         notes: list[str] = []
         models: list[str] = []
@@ -187,9 +224,23 @@ class CostGuard:
             worst += bound.cost
             notes.extend(note for note in bound.notes if note not in notes)
         why = (f"a Message Batch of {len(models)} request(s), at batch prices", *notes[:3])
-        holds = self._reserve(scope, worst, why)
+        holds = [] if replay else self._reserve(scope, worst, why)
         label = models[0] if len(set(models)) == 1 else "message batch"
-        ticket = Ticket(scope.tag, label, label, worst, 0, False, retries, holds, None, False, batch=True)
+        ticket = Ticket(
+            scope.tag,
+            label,
+            label,
+            worst,
+            0,
+            False,
+            retries,
+            holds,
+            None,
+            False,
+            batch=True,
+            replayed=replay,
+            notes=why,
+        )
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket
@@ -321,6 +372,9 @@ class CostGuard:
             reserved_usd=ticket.worst_case,
             unpriced=unpriced,
         )
+        if ticket.replayed:
+            # Nothing was sent: nothing is billed or held. What it would have cost is what replay saved.
+            record = replace(record, cost_usd=_ZERO, reserved_usd=None, replayed=True, replay_cost_usd=cost)
         if not self._close(ticket, record):
             return record
         for ledger, reservation in ticket.holds:

@@ -33,6 +33,7 @@ from .fixtures import (
 )
 from .marks import MARKERS, LlmMarks, read_marks
 from .options import add_options, asked_for, option_getter, user_path
+from .replay import ReplaySession
 from .settings import Settings, SettingsError, describe, resolve_settings
 
 if TYPE_CHECKING:
@@ -177,6 +178,8 @@ class CostguardSession:
         self._prices: PriceBook | None = settings.prices
         self.run: CostRun = CostRun(self._build_guard, budget=settings.budget, budget_per_test=settings.budget_per_test)
         self._scope = SESSION
+        self.replay = ReplaySession(config, settings)
+        """Record and replay (`--llm-record`, `@pytest.mark.llm_record`)."""
         self.active_because: str | None = None
         """What turned metering on (an option, a marker, a fixture); None while the plugin is inert."""
 
@@ -222,6 +225,7 @@ class CostguardSession:
         for cleanup in reversed(cleanups):  # cleanups run last in, first out
             self.config.add_cleanup(cleanup)
         guard = CostGuard(config, ledger)
+        guard.tapes = self.replay.recorder
         guard.scope_owner = self
         guard.fallback_scope = self._scope
         return guard
@@ -264,10 +268,19 @@ class CostguardSession:
                 continue
             if asks is None and not self.active:
                 asks = _what_asks(item, marks)
+        if not errors:
+            modes = {nodeid: self.replay.mode_of(marks.record) for nodeid, marks in self.marks.items()}
+            errors = self.replay.check_cassettes(modes)
         if errors:
             raise pytest.UsageError("\n".join(errors))
         if asks is not None:
             self.activate(asks)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.replay.deselected(item.nodeid for item in items)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.replay.collected(item.nodeid for item in session.items)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
@@ -276,11 +289,20 @@ class CostguardSession:
         self.run.set_test_budget(item.nodeid, marks.budget)
         # The context variable charges this test's own calls; the fallback, threads that carry no context.
         self._set_fallback(scope)
+        if self.replay.open(item.nodeid, marks.record) is not None:
+            self._share_tapes()
         try:
             with running(self, scope):
                 return (yield)
         finally:
             self._set_fallback(SESSION)
+            self.replay.close(item.nodeid)
+
+    def _share_tapes(self) -> None:
+        """Hand the replay recorder to a guard built before any test recorded or replayed."""
+        guard = self.run.guard_if_started()
+        if guard is not None and guard.tapes is None:
+            guard.tapes = self.replay.recorder
 
     def _set_fallback(self, scope: Scope) -> None:
         self._scope = scope
@@ -304,6 +326,8 @@ class CostguardSession:
         if report.when in ("call", "teardown") and report.passed and self.run.started:
             marks = self.marks.get(report.nodeid)
             verdict = self._budget_verdict(report.nodeid, report.when, bool(marks and marks.expect_refusal))
+            if verdict is None and report.when == "call":
+                verdict = self.replay.verdict(report.nodeid)
             if verdict is not None:
                 report.outcome = "failed"
                 report.longrepr = "pytest-costguard: " + verdict
@@ -347,7 +371,9 @@ class CostguardSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_costguard_report_labels(self, config: pytest.Config) -> dict[str, Any] | None:
-        return {"backend": "emulator"} if self.simulated else None
+        labels = {"backend": "emulator"} if self.simulated else {}
+        labels.update(self.replay.labels() or {})
+        return labels or None
 
     def _write_reports(self, report: dict[str, Any]) -> list[str]:
         from ..reports.model import render_markdown, write_report
@@ -405,8 +431,13 @@ class CostguardSession:
             terminalreporter.write_line(f"pytest-costguard: {error}", red=True, bold=True)
         for warning in self.warnings:
             terminalreporter.write_line(f"pytest-costguard: warning: {warning}", yellow=True)
+        replay_lines = self.replay.summary_lines()
         report = self.report
         comparison = self.baseline_comparison
+        if replay_lines and (report is None or not report["calls"]):
+            terminalreporter.write_sep("=", "LLM record and replay (pytest-costguard)")
+            for line in replay_lines:
+                terminalreporter.write_line(line)
         if report is None or not (report["calls"] or report["refused_calls"] or comparison is not None):
             return
         from ..reports.model import terminal_lines, verdict_lines
@@ -416,6 +447,8 @@ class CostguardSession:
             title += " - emulator, simulated costs"
         terminalreporter.write_sep("=", title)
         for line in terminal_lines(report):
+            terminalreporter.write_line(line)
+        for line in replay_lines:
             terminalreporter.write_line(line)
         for line in verdict_lines(report):
             terminalreporter.write_line(line, red=True, bold=True)

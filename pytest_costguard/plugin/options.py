@@ -45,6 +45,12 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
     ("llm_free_endpoints", "--llm-free-endpoint", "PATH", "an API endpoint that never bills, passed unmetered "
      "(a POST to an endpoint not known to be free is refused under a budget); glob patterns such as "
      "/v1/sessions/*; repeatable, one per line in the ini", "linelist", []),
+    ("llm_record", "--llm-record", "MODE", "record and replay LLM calls in cassettes: off (default), none (replay "
+     "only: a call not recorded fails its test, nothing is sent; for CI), once, new, all", "string", None),
+    ("llm_cassettes", "--llm-cassettes", "DIR", "keep cassettes under DIR (default: cassettes/<module>/ beside each "
+     "test module)", "string", None),
+    ("llm_record_ignore", None, "", "request body fields replay matching leaves out, one dotted path a line "
+     "(default metadata.user_id)", "linelist", []),
 )
 
 

@@ -92,6 +92,12 @@ class Settings:
     """A cost history file: one JSON line is appended per run (the HTML report shows the trend)."""
     free_endpoints: tuple[str, ...] = ()
     """API endpoint path patterns declared free: a POST to one is passed through unmetered."""
+    record: str = "off"
+    """Record and replay (`--llm-record`): off, none, once, new or all."""
+    cassettes: str | None = None
+    """Where cassettes are kept (`--llm-cassettes`); None: beside each test module."""
+    record_ignore: tuple[str, ...] | None = None
+    """Request body fields replay matching leaves out; None: the default (`replay.DEFAULT_IGNORED`)."""
 
     @property
     def redis_url(self) -> str | None:
@@ -199,6 +205,7 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
     history_raw, _ = _raw(get, "llm_history")
     free_raw, free_src = _raw(get, "llm_free_endpoints")
     free_endpoints = _free_endpoints(free_raw, free_src)
+    record, cassettes, record_ignore = _record_settings(get)
 
     return Settings(
         budget=budget,
@@ -215,6 +222,9 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
         budget_window=window,
         history=history_raw.strip() if history_raw else None,
         free_endpoints=free_endpoints,
+        record=record,
+        cassettes=cassettes,
+        record_ignore=record_ignore,
     )
 
 
@@ -230,6 +240,34 @@ def _free_endpoints(raw: str | None, source: str) -> tuple[str, ...]:
         # Matched against the path as sent (`providers.anthropic.middleware.endpoint_path`): no trailing slash.
         patterns.append(pattern.rstrip("/") or "/")
     return tuple(patterns)
+
+
+RECORD_MODES = ("off", "none", "once", "new", "all")
+"""The `--llm-record` modes (`replay.MODES`, kept here so start-up does not import the replay package)."""
+
+
+def parse_record_mode(raw: str, *, source: str) -> str:
+    """Validate a record mode, naming where it came from."""
+    mode = raw.strip().lower()
+    if mode not in RECORD_MODES:
+        raise SettingsError(f"{source}: {raw!r} is not one of {', '.join(RECORD_MODES)}")
+    return mode
+
+
+def _record_settings(get: Getter) -> tuple[str, str | None, tuple[str, ...] | None]:
+    record_raw, record_src = _raw(get, "llm_record")
+    record = "off" if record_raw is None else parse_record_mode(record_raw, source=record_src)
+    cassettes_raw, _ = _raw(get, "llm_cassettes")
+    ignore_raw, ignore_src = _raw(get, "llm_record_ignore")
+    ignored = None
+    if ignore_raw is not None:
+        from ..replay.matching import parse_ignored
+
+        try:
+            ignored = parse_ignored(ignore_raw.splitlines(), source=ignore_src)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    return record, cassettes_raw.strip() if cassettes_raw else None, ignored
 
 
 def _shared_budget(get: Getter, ledger: str | None, ledger_src: str) -> tuple[str, int | None]:
@@ -276,6 +314,8 @@ def describe(settings: Settings) -> str:
     if route is not None and route.route_map:
         parts.append("route map " + ", ".join(f"{k} -> {v}" for k, v in route.route_map.items()))
     parts.append(f"cache {settings.cache}")
+    if settings.record != "off":
+        parts.append(f"record {settings.record}")
     if settings.redis_url is not None:
         from ..metering.redis_ledger import redact_url, window_label
 

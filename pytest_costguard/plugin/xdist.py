@@ -38,6 +38,8 @@ RUN_KEY = "costguard_run"
 """`workerinput` key: the run id a shared (Redis) ledger's records carry, the same in every worker."""
 OUTPUT_KEY = "costguard"
 """`workeroutput` key: what a worker spent, for the controller's report."""
+REPLAY_KEY = "costguard_replay"
+"""`workeroutput` key: the cassettes a worker wrote and the recordings it left unused."""
 
 
 
@@ -117,6 +119,9 @@ class XdistHooks:
             node.workerinput[HOST_KEY] = socket.gethostname()
 
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
+        replayed = getattr(node, "workeroutput", {}).get(REPLAY_KEY)
+        if replayed is not None:
+            self.session.replay.merge(replayed)
         output = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
         if output is not None:
             self.session.run.merge(output)
@@ -149,6 +154,7 @@ class XdistHooks:
         config = session.config
         if is_xdist_worker(config) and self.session.active:
             config.workeroutput[OUTPUT_KEY] = self.session.run.output()  # type: ignore[attr-defined]
+            config.workeroutput[REPLAY_KEY] = self.session.replay.output()  # type: ignore[attr-defined]
 
 
 def register_xdist_hooks(config: pytest.Config, session: CostguardSession) -> None:

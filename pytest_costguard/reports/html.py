@@ -101,11 +101,10 @@ def _digest(report: Mapping[str, Any]) -> tuple[dict[str, Any], _Pairs, list[str
         billed = model_of(call["model"])
         requested = model_of(call["requested_model"]) if call["requested_model"] else billed
         flags = (_ESTIMATED if call["estimated"] else 0) | (_STREAMED if call["streamed"] else 0)
-        if "replayed" in call:
+        if call.get("replayed"):  # the replayed column shows only when something was replayed
             replay = True
-            if call["replayed"]:
-                flags |= _REPLAYED
-                replayed_of[name] = replayed_of.get(name, 0) + 1
+            flags |= _REPLAYED
+            replayed_of[name] = replayed_of.get(name, 0) + 1
         retries = call["retries"]
         if retries:
             retries_of[name] = retries_of.get(name, 0) + retries
@@ -277,7 +276,7 @@ def _hbars(
 def _savings(report: Mapping[str, Any]) -> str:
     savings = report.get("savings", {})
     levers = [("Routing", "routing_usd"), ("Caching", "caching_usd")]
-    if "replay_usd" in savings:
+    if savings.get("replay_usd"):  # a lever only in runs that replayed something
         levers.append(("Replay", "replay_usd"))
     items = [(label, _dec(savings.get(key)), f"{label}: saved {format_usd(savings.get(key) or 0)}")
              for label, key in levers]

@@ -23,7 +23,7 @@ _KNOWN = frozenset(
         "schema", "currency", "created", "budget_usd", "budget_per_test_usd", "total_cost_usd",
         "budget_exceeded", "overspent_usd", "overspend", "overspends", "refused_calls", "refusals",
         "failed_attempts", "estimated_calls", "unpriced_calls", "tests",
-        "session", "calls", "by_model", "savings", "shards",
+        "session", "calls", "by_model", "savings", "shards", "replayed_calls",
     )
 )
 # Per-run views that do not add up across shards: a merged report has none.
@@ -126,7 +126,7 @@ def _merge(
     ]
     savings = {
         key: usd_to_json(sum((usd_from_json(r.get("savings", {}).get(key)) for r in reports), Decimal(0)))
-        for key in ("routing_usd", "caching_usd", "total_usd")
+        for key in ("routing_usd", "caching_usd", "replay_usd", "total_usd")
     }
     return {
         "schema": SCHEMA,
@@ -145,6 +145,7 @@ def _merge(
         "failed_attempts": sum(int(r.get("failed_attempts", 0)) for r in reports),
         "estimated_calls": sum(int(r.get("estimated_calls", 0)) for r in reports),
         "unpriced_calls": sum(int(r.get("unpriced_calls", 0)) for r in reports),
+        "replayed_calls": sum(int(r.get("replayed_calls", 0)) for r in reports),
         "tests": [test for r in reports for test in r["tests"]],
         "session": _sum_totals(r.get("session", {}) for r in reports),
         "calls": [call for r in reports for call in r["calls"]],

@@ -99,6 +99,8 @@ def build_report(
     total = Decimal(0)
     routing_saved = Decimal(0)
     caching_saved = Decimal(0)
+    replay_saved = Decimal(0)
+    replayed = 0
     calls = []
     overruns = 0
     for record in records:
@@ -114,6 +116,12 @@ def build_report(
         if model_totals is None:
             model_totals = by_model[record.model] = _blank_totals()
         _add(model_totals, record)
+        if record.replayed:
+            # Not sent: what it would have cost is saved whole; its routing and caching were the recording's.
+            replay_saved += record.replay_cost_usd or 0
+            replayed += 1
+            calls.append(record_json(record))
+            continue
         if record.cost_uncached_usd is not None:
             caching_saved += record.cost_uncached_usd - record.cost_usd
         if record.cost_at_requested_usd is not None and record.requested_model not in (None, record.model):
@@ -146,6 +154,7 @@ def build_report(
         "estimated_calls": sum(1 for c in calls if c["estimated"]),
         "unpriced_calls": sum(1 for c in calls if c["unpriced"]),
         "worst_case_overruns": overruns,
+        "replayed_calls": replayed,
         "tests": tests,
         "session": _totals_json(session),
         "calls": calls,
@@ -153,7 +162,8 @@ def build_report(
         "savings": {
             "routing_usd": usd_to_json(routing_saved),
             "caching_usd": usd_to_json(caching_saved),
-            "total_usd": usd_to_json(routing_saved + caching_saved),
+            "replay_usd": usd_to_json(replay_saved),
+            "total_usd": usd_to_json(routing_saved + caching_saved + replay_saved),
         },
     }
 
@@ -252,7 +262,8 @@ def render_markdown(report: Mapping[str, Any], *, top: int = 20) -> str:
         f"failed attempts (not billed): {report['failed_attempts']}, estimated: {report['estimated_calls']}",
         f"- Saved: {format_usd(report['savings']['total_usd'])} "
         f"(routing {format_usd(report['savings']['routing_usd'])}, "
-        f"caching {format_usd(report['savings']['caching_usd'])})",
+        f"caching {format_usd(report['savings']['caching_usd'])}"
+        f"{_replay_part(report)})",
         "",
         "### Most expensive tests",
         "",
@@ -290,6 +301,12 @@ def render_markdown(report: Mapping[str, Any], *, top: int = 20) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _replay_part(report: Mapping[str, Any]) -> str:
+    """Say what replay saved (", replay $0.12"), or nothing when it saved nothing."""
+    saved = report["savings"].get("replay_usd")
+    return f", replay {format_usd(saved)}" if saved else ""
+
+
 def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
     """Render a report as plain lines for the terminal summary."""
     out: list[str] = []
@@ -316,8 +333,13 @@ def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
     savings = report["savings"]
     out.append(
         f"saved: {format_usd(savings['total_usd'])} (routing {format_usd(savings['routing_usd'])}, "
-        f"caching {format_usd(savings['caching_usd'])})"
+        f"caching {format_usd(savings['caching_usd'])}{_replay_part(report)})"
     )
+    if report.get("replayed_calls"):
+        out.append(
+            f"replay: {report['replayed_calls']} call(s) answered from cassettes, nothing sent or billed; saved "
+            f"{format_usd(savings.get('replay_usd', 0))} (their recorded usage at today's prices)"
+        )
     if report["failed_attempts"] or report["estimated_calls"]:
         out.append(
             f"failed attempts (not billed): {report['failed_attempts']}; "

@@ -6,6 +6,10 @@ simulated at real prices, so budgets and reports behave as they will against the
 
 Live: `COSTGUARD_LIVE=1` with a real `ANTHROPIC_API_KEY`. Outage rehearsals are skipped (they need the
 emulator's fault injection); everything else runs against the API and is billed.
+
+Replay only (`--llm-record=none`, the CI recipe of docs/replay.md): no emulator is served and the clients
+point at a loopback port nothing listens on, so every call is answered from the cassettes or fails loudly;
+the outage rehearsals replay the failures they recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +22,12 @@ import pytest
 from triage import SupportTriage, Ticket
 
 LIVE = os.environ.get("COSTGUARD_LIVE") == "1" and bool(os.environ.get("ANTHROPIC_API_KEY"))
+NOWHERE = "http://127.0.0.1:9"
+"""The discard port: nothing listens there, so a call that reached the network would fail to connect."""
+
+
+def _replay_only(config: pytest.Config) -> bool:
+    return (config.getoption("llm_record", None) or config.getini("llm_record") or "off") == "none"
 
 
 def pytest_report_header() -> str:
@@ -32,12 +42,13 @@ def anthropic_backend(request: pytest.FixtureRequest) -> Iterator[str]:
     if LIVE:
         yield "live"
         return
-    emulator = request.getfixturevalue("llm_emulator")
+    replay_only = _replay_only(request.config)
+    base_url = NOWHERE if replay_only else request.getfixturevalue("llm_emulator").base_url
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANTHROPIC_BASE_URL", emulator.base_url)
+        mp.setenv("ANTHROPIC_BASE_URL", base_url)
         mp.setenv("ANTHROPIC_API_KEY", "offline-dummy-key")
         mp.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
-        yield "emulator"
+        yield "replay" if replay_only else "emulator"
 
 
 @pytest.fixture
@@ -45,6 +56,11 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The emulator itself (fault injection, deterministic replies): skipped live; leftover faults dropped."""
     if LIVE:
         pytest.skip("needs the costguard emulator, not the live API (unset COSTGUARD_LIVE)")
+    if _replay_only(request.config):
+        from pytest_costguard.emulator import Emulator
+
+        yield Emulator()  # never started: the faults it is asked for are in the recordings already
+        return
     llm_emulator = request.getfixturevalue("llm_emulator")
     yield llm_emulator
     llm_emulator.clear_faults()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from anthropic import APIRequest
 
     from ...metering.guard import CostGuard, Ticket
+    from ...replay.store import Tape
 
 __all__ = [
     "SSEMeter",
@@ -408,19 +409,32 @@ def _parsed_usage(parsed: Any) -> tuple[Usage, str] | None:
 class _Attempt:
     """One admitted HTTP attempt, whatever the client: the logic the sync and async middleware share."""
 
-    __slots__ = ("guard", "request", "ticket")
+    __slots__ = ("guard", "request", "tape", "ticket")
 
-    def __init__(self, guard: CostGuard, ticket: Ticket, request: APIRequest) -> None:
+    def __init__(self, guard: CostGuard, ticket: Ticket | None, request: APIRequest, tape: Tape | None = None) -> None:
         self.guard = guard
         self.ticket = ticket
+        """None for a call that is not metered (recorded and replayed all the same when its test has a tape)."""
         self.request = request
         """The request to send (the body may be routed or marked cacheable)."""
+        self.tape = tape
+        """The running test's cassette (`--llm-record`), or None."""
+
+    def tap(self, call_next: Any, *, asynchronous: bool) -> Any:
+        """What sends the attempt: `call_next` itself, unless its test records or replays (`replay.tapped`)."""
+        if self.tape is None:
+            return call_next
+        from .replay import tapped
+
+        return tapped(self, call_next, asynchronous=asynchronous)
 
     def failed(self, exc: BaseException) -> None:
         """End an attempt that raised instead of answering."""
         # A read timeout or a connection dropped before the reply came after the server had the request: it may
         # have generated (and billed) a reply nobody received, and the SDK's retry carries no idempotency key.
         # Charge its worst case, estimated, rather than let retried timeouts slip past the budget.
+        if self.ticket is None:
+            return
         if _reached_the_server(exc):
             self.guard.settle(self.ticket, None)
         else:
@@ -435,6 +449,8 @@ class _Attempt:
         the SDK's own parse when the call was not streamed.
         """
         http = response.http_response
+        if self.ticket is None:
+            return None
         if not http.is_success:
             self.guard.release(self.ticket)
             return None
@@ -461,13 +477,15 @@ class _Middleware:
         if guard is None:
             return None
         kind = endpoint_kind(request.method, request.url)
+        tape = guard.tapes.tape_for(guard.scope.tag) if guard.tapes is not None else None
+        replay = tape is not None and tape.replays  # reserved only if no recording answers it (`replay.tapped`)
         if kind == FREE:
-            return None
+            return None if tape is None else _Attempt(guard, None, request, tape)
         retries = request.retries_taken
         if kind == UNKNOWN:
             path = endpoint_path(request.url)
             if is_free_endpoint(path, guard.config.free_endpoints):
-                return None
+                return None if tape is None else _Attempt(guard, None, request, tape)
             why = "pytest-costguard does not know whether this endpoint bills, nor how much"
             ticket = guard.begin_unbounded(endpoint_label(path), why, advice=_declare_free(path), retries=retries)
             return _Attempt(guard, ticket, request)
@@ -478,15 +496,15 @@ class _Middleware:
             ticket = guard.begin_unbounded(label, str(exc), advice=_READABLE_ADVICE, retries=retries)
             return _Attempt(guard, ticket, request)
         if body is None:
-            return None  # no body: the API rejects it unbilled
+            return None if tape is None else _Attempt(guard, None, request, tape)  # the API rejects it unbilled
         if kind == BATCH:
             if "requests" not in body:
-                return None  # creates nothing: the API rejects it unbilled
-            return _Attempt(guard, guard.begin_batch(body, retries=retries), request)
-        ticket, sent = guard.begin(body, streamed=bool(body.get("stream")), retries=retries)
+                return None if tape is None else _Attempt(guard, None, request, tape)  # creates nothing
+            return _Attempt(guard, guard.begin_batch(body, retries=retries, replay=replay), request, tape)
+        ticket, sent = guard.begin(body, streamed=bool(body.get("stream")), retries=retries, replay=replay)
         if sent is not body:
             request = _with_body(request, sent, raw=raw)
-        return _Attempt(guard, ticket, request)
+        return _Attempt(guard, ticket, request, tape)
 
 
 def _make_middleware_class() -> type[Any]:
@@ -499,6 +517,7 @@ def _make_middleware_class() -> type[Any]:
             attempt = self._admit(request)
             if attempt is None:
                 return call_next(request)
+            call_next = attempt.tap(call_next, asynchronous=False)
             try:
                 response = call_next(attempt.request)
             except BaseException as exc:
@@ -517,6 +536,7 @@ def _make_middleware_class() -> type[Any]:
             attempt = self._admit(request)
             if attempt is None:
                 return await call_next(request)
+            call_next = attempt.tap(call_next, asynchronous=True)
             try:
                 response = await call_next(attempt.request)
             except BaseException as exc:
