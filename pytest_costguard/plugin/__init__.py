@@ -210,7 +210,10 @@ class CostguardSession:
 
         settings = self.settings
         config = GuardConfig(
-            route=settings.route or RoutePolicy(), auto_cache=settings.cache == "auto", prices=self.price_book()
+            route=settings.route or RoutePolicy(),
+            auto_cache=settings.cache == "auto",
+            prices=self.price_book(),
+            preflight=settings.preflight,
         )
         try:
             ledger, cleanups = open_session_ledger(ledger_request(self.config, settings), self._running_test)

@@ -42,6 +42,9 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
      "the HTML report shows the trend", "string", None),
     ("llm_meter", "--llm-meter", "", "meter and report LLM calls even when no other costguard setting, marker or "
      "fixture asks for it", "bool", False),
+    ("llm_preflight", "--llm-preflight", "MODE", "count a call's input exactly before admitting it under a budget "
+     "(count_tokens: free, rate-limited): auto (default: media, documents, tools, or a bound that does not fit), "
+     "always, off", "string", None),
 )
 
 

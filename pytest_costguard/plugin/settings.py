@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["Settings", "SettingsError", "parse_prices", "resolve_settings"]
 
 CacheMode = Literal["off", "auto"]
+PreflightMode = Literal["auto", "always", "off"]
 
 
 class SettingsError(ValueError):
@@ -90,6 +91,8 @@ class Settings:
     """Seconds after which a Redis ledger's budget starts again (UTC-aligned windows), or None."""
     history: str | None = None
     """A cost history file: one JSON line is appended per run (the HTML report shows the trend)."""
+    preflight: PreflightMode = "auto"
+    """When to count a call's input exactly (`count_tokens`) before admitting it under a budget."""
 
     @property
     def redis_url(self) -> str | None:
@@ -195,6 +198,10 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
     ledger = ledger_raw.strip() if ledger_raw else None
     key, window = _shared_budget(get, ledger, ledger_src)
     history_raw, _ = _raw(get, "llm_history")
+    preflight_raw, src = _raw(get, "llm_preflight")
+    preflight = (preflight_raw or "auto").strip().lower()
+    if preflight not in ("auto", "always", "off"):
+        raise SettingsError(f"{src}: {preflight_raw!r} is not one of auto, always, off")
 
     return Settings(
         budget=budget,
@@ -210,6 +217,7 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
         ledger_key=key,
         budget_window=window,
         history=history_raw.strip() if history_raw else None,
+        preflight="always" if preflight == "always" else "off" if preflight == "off" else "auto",
     )
 
 

@@ -17,15 +17,17 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...core.pricing import Usage, usage_from_response
+from .batch_results import batch_id_of, results_batch_id, watch_results
 from .patch import _getter, install, is_installed, prepare, uninstall
+from .preflight import Counted, count, count_async
 
 if TYPE_CHECKING:
     from anthropic import APIRequest
 
-    from ...metering.guard import CostGuard, Ticket
+    from ...metering.guard import CostGuard, Plan, Ticket
 
 __all__ = ["SSEMeter", "install", "is_batch_creation", "is_installed", "middleware_for", "prepare", "uninstall"]
 
@@ -320,6 +322,11 @@ class _Attempt:
         if not http.is_success:
             self.guard.release(self.ticket)
             return None
+        if self.ticket.batch:
+            # A batch is held at its worst case until its results are read (`batch_results.py`).
+            read = http.is_stream_consumed or http.is_closed
+            self.guard.batch_created(self.ticket, batch_id_of(http) if read else None)
+            return None
         meter = _BodyMeter(self.guard, self.ticket)
         if not (http.is_stream_consumed or http.is_closed):
             http.stream = _metered_stream(http.stream, meter, asynchronous=asynchronous)
@@ -338,7 +345,8 @@ class _Middleware:
     def __init__(self, guard: Callable[[], CostGuard | None]) -> None:
         self._guard = guard
 
-    def _admit(self, request: APIRequest) -> _Attempt | None:
+    def _plan(self, request: APIRequest) -> _Attempt | _Planned | None:
+        """Admit a batch creation at once; plan a Messages call (its preflight comes next); else None."""
         guard = self._guard()
         body = request.json
         if guard is None:
@@ -349,10 +357,37 @@ class _Middleware:
             assert isinstance(body, dict)
             return _Attempt(guard, guard.begin_batch(body, retries=request.retries_taken), request)
         assert isinstance(body, dict)
-        ticket, sent = guard.begin(body, streamed=bool(body.get("stream")), retries=request.retries_taken)
-        if sent is not body:
-            request = request.copy(body=dict(sent))
+        return _Planned(guard, guard.plan(body), request)
+
+    def _admit_planned(self, planned: _Planned, counted: Counted | None = None) -> _Attempt:
+        guard, plan, request = planned
+        body = plan.body
+        ticket = guard.admit(
+            plan,
+            streamed=bool(body.get("stream")),
+            retries=request.retries_taken,
+            counted=counted if isinstance(counted, int) else None,
+            preflight_failure=counted if isinstance(counted, str) else None,
+        )
+        if body is not request.json:
+            request = request.copy(body=dict(body))
         return _Attempt(guard, ticket, request)
+
+    def _results_reader(self, request: APIRequest) -> tuple[CostGuard, str] | None:
+        """The guard and batch id when `request` reads the results of a batch the guard holds for."""
+        batch_id = results_batch_id(request.method, request.url)
+        guard = self._guard() if batch_id is not None else None
+        if guard is None or batch_id is None or not guard.reads_batch(batch_id):
+            return None
+        return guard, batch_id
+
+
+class _Planned(NamedTuple):
+    """A Messages call routed and bounded, waiting for its preflight count (when its plan asks for one)."""
+
+    guard: CostGuard
+    plan: Plan
+    request: APIRequest
 
 
 def _make_middleware_class() -> type[Any]:
@@ -362,9 +397,19 @@ def _make_middleware_class() -> type[Any]:
         """Anthropic client middleware that meters Messages calls through a `CostGuard`."""
 
         def handle(self, request: APIRequest, call_next: Any) -> Any:
-            attempt = self._admit(request)
-            if attempt is None:
-                return call_next(request)
+            planned = self._plan(request)
+            if planned is None:
+                reader = self._results_reader(request)
+                response = call_next(request)
+                if reader is not None:
+                    watch_results(*reader, response, asynchronous=False)
+                return response
+            if isinstance(planned, _Attempt):
+                attempt = planned
+            else:
+                body = planned.plan.body
+                counted = count(request, body, call_next) if planned.plan.preflight else None
+                attempt = self._admit_planned(planned, counted)
             try:
                 response = call_next(attempt.request)
             except BaseException as exc:
@@ -380,9 +425,19 @@ def _make_middleware_class() -> type[Any]:
             return response
 
         async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
-            attempt = self._admit(request)
-            if attempt is None:
-                return await call_next(request)
+            planned = self._plan(request)
+            if planned is None:
+                reader = self._results_reader(request)
+                response = await call_next(request)
+                if reader is not None:
+                    watch_results(*reader, response, asynchronous=True)
+                return response
+            if isinstance(planned, _Attempt):
+                attempt = planned
+            else:
+                body = planned.plan.body
+                counted = await count_async(request, body, call_next) if planned.plan.preflight else None
+                attempt = self._admit_planned(planned, counted)
             try:
                 response = await call_next(attempt.request)
             except BaseException as exc:
