@@ -422,3 +422,27 @@ def test_a_bad_preflight_mode_is_a_usage_error_naming_the_option(
     result = fake_pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{source}*'sometimes' is not one of auto, always, off*"])
+
+
+# -- utilization: a media-heavy suite spends most of its budget before its first refusal --------------------------
+
+
+def test_with_the_default_preflight_a_media_heavy_suite_uses_more_of_its_budget_and_never_more_than_it() -> None:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "utilization.py"
+    spec = importlib.util.spec_from_file_location("costguard_utilization", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    budget = Decimal("0.10")
+    auto, off = module.measure("auto", budget), module.measure("off", budget)
+    for run in (auto, off):
+        assert run.billed <= budget
+        assert run.recorded == run.billed  # the report equals what was billed
+    assert auto.preflights > 0 and off.preflights == 0
+    assert auto.share > off.share
+    assert auto.calls > off.calls
