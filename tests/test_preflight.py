@@ -16,6 +16,9 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from test_bound import emulator_request
 
 from pytest_costguard import BudgetExceededError, CostGuard, GuardConfig, InMemoryLedger, PriceBook
 from pytest_costguard.core.budget import bound_request
@@ -446,3 +449,37 @@ def test_with_the_default_preflight_a_media_heavy_suite_uses_more_of_its_budget_
     assert auto.preflights > 0 and off.preflights == 0
     assert auto.share > off.share
     assert auto.calls > off.calls
+
+
+# -- the property: a bound built on the emulator's count is never below what the emulator bills -------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(emulator_request(), st.data())
+def test_the_counted_bound_is_never_below_what_the_emulator_bills(
+    pair: tuple[dict[str, Any], dict[str, bytes]], data: st.DataObject
+) -> None:
+    from pytest_costguard.core.pricing import Usage
+    from pytest_costguard.emulator.errors import ApiError
+    from pytest_costguard.emulator.replies import last_user_text
+    from pytest_costguard.emulator.tokens import segments
+    from pytest_costguard.emulator.tools import server_tool_use
+    from pytest_costguard.emulator.validation import validate_request
+
+    request, files = pair
+    try:
+        validate_request(request)
+        counted = sum(segment.tokens for segment in segments(request, files))  # what count_tokens answers
+    except ApiError:
+        assume(False)
+    server = server_tool_use(request, last_user_text(request))
+    usage = Usage(
+        input_tokens=counted + (server.tokens if server is not None else 0),
+        output_tokens=data.draw(st.integers(0, request["max_tokens"])),
+        web_search_requests=server.web_search_requests if server is not None else 0,
+    )
+    book = PriceBook()
+    rates = book.rates(request["model"])
+    bound = bound_request(request, rates, model=request["model"], counted=counted)
+    assert bound.cost >= book.cost(usage, request["model"])
+    assert bound.cost <= bound_request(request, rates, model=request["model"], counted=counted + 1).cost
