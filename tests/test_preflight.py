@@ -171,6 +171,17 @@ def test_without_a_budget_nothing_is_counted_whatever_the_mode() -> None:
         assert api.counts == [] and metering.preflight_calls == 0
 
 
+def test_a_ledger_that_cannot_be_read_asks_for_no_count_and_leaves_the_verdict_to_the_reservation() -> None:
+    class Unreachable(InMemoryLedger):
+        @property
+        def remaining(self) -> Decimal | None:
+            raise ConnectionError("the shared ledger cannot be reached")
+
+    metering = CostGuard(GuardConfig(), Unreachable(limit=Decimal(1)))
+    assert not metering.plan(image_request()).preflight
+    assert not metering.plan(TEXT_REQUEST).preflight
+
+
 # -- through the SDK --------------------------------------------------------------------------------------------
 
 

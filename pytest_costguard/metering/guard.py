@@ -180,7 +180,10 @@ class CostGuard:
             return False  # without a budget nothing is admitted or refused: the code under test sees no count
         if mode == "always":
             return True
-        left = [ledger.remaining for ledger in ledgers]
+        try:
+            left = [ledger.remaining for ledger in ledgers]
+        except Exception:
+            return False  # a ledger that cannot be read now: the reservation reports it (and fails closed)
         if not bound.loose and all(room is None or bound.cost <= room for room in left):
             return False  # a text bound that fits: the count could not change anything
         # Even an input of zero tokens (output at max_tokens, what server tools may fetch) must fit, or the call
