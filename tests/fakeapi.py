@@ -25,6 +25,8 @@ class FakeAPI:
         self.log_path = log_path
         self.billed: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
+        self.counted: list[dict[str, Any]] = []
+        """Bodies sent to `count_tokens` (a preflight): free, never billed, kept apart from `requests`."""
         self.errors: list[int] = []
         self.cut_streams = False
         self.physical = True
@@ -35,6 +37,10 @@ class FakeAPI:
     # -- the handler ---------------------------------------------------------------------------------------
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
+        if request.url.path.endswith("/messages/count_tokens"):
+            with self._lock:
+                self.counted.append(body)
+            return httpx2.Response(200, json={"input_tokens": self._input_tokens(body)})
         if request.url.path.endswith("/messages/batches"):
             with self._lock:
                 self.requests.append(body)
@@ -51,11 +57,7 @@ class FakeAPI:
                 headers={"retry-after": "0", "x-should-retry": "true" if status >= 429 else "false"},
                 json={"type": "error", "error": {"type": kind, "message": f"scripted {status}"}},
             )
-        usage = {**self.usage}
-        # A byte-level BPE never yields more tokens than bytes: keep the script physically possible.
-        text_bytes = len(json.dumps([body.get("system"), body["messages"]], ensure_ascii=False).encode())
-        if self.physical:
-            usage["input_tokens"] = min(usage.get("input_tokens", 0), text_bytes)
+        usage = {**self.usage, "input_tokens": self._uncached_tokens(body)}
         usage["output_tokens"] = min(usage.get("output_tokens", 0), body.get("max_tokens", 10**9))
         if self.answer_model is not None:
             body = {**body, "model": self.answer_model}
@@ -63,6 +65,17 @@ class FakeAPI:
             return self._stream(body, usage)
         self._bill(body["model"], usage)
         return httpx2.Response(200, json=self._message(body["model"], usage))
+
+    def _uncached_tokens(self, body: dict[str, Any]) -> int:
+        tokens = int(self.usage.get("input_tokens", 0))
+        # A byte-level BPE never yields more tokens than bytes: keep the script physically possible.
+        text_bytes = len(json.dumps([body.get("system"), body["messages"]], ensure_ascii=False).encode())
+        return min(tokens, text_bytes) if self.physical else tokens
+
+    def _input_tokens(self, body: dict[str, Any]) -> int:
+        """What `count_tokens` answers: every input token the request would be billed for."""
+        cached = sum(int(self.usage.get(k, 0)) for k in ("cache_creation_input_tokens", "cache_read_input_tokens"))
+        return self._uncached_tokens(body) + cached
 
     def _batch(self, count: int) -> dict[str, Any]:
         return {

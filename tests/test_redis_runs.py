@@ -38,6 +38,9 @@ USAGE = {USAGE!r}
 
 
 def handler(request):
+    if request.url.path.endswith("/count_tokens"):
+        # A preflight (--llm-preflight): free, like the API's count; never billed.
+        return httpx2.Response(200, json={{"input_tokens": USAGE["input_tokens"]}})
     time.sleep(random.uniform(0, 0.003))  # lets calls of different runs overlap
     # One short append per billed response: atomic with O_APPEND, whichever process writes it.
     with open(os.environ["BILLED_FILE"], "a") as fh:

@@ -19,6 +19,9 @@ worst case fits in what is left of the budget. Its rules, each with its source i
 * Without server tools, no request is billed more input than the model's context window: the bound is capped
   there. (Server tools run several samplings in one request, so their input is not capped.)
 * Output tokens <= `max_tokens` (thinking included).
+* An exact count (a preflight: `POST /v1/messages/count_tokens`, made by the provider adapter) replaces the
+  request's own input in the bound (`bound_request(..., counted=N)`); what server tools may read after sending
+  (web fetch content, web search results) cannot be counted and keeps its allowance on top.
 * Input is priced at the dearest rate it could be billed at: the 1-hour cache write rate when a 1-hour
   breakpoint is present, the 5-minute write rate when any breakpoint is, else the plain input rate; tiered
   (long-context) prices are taken at the tier the bound falls in; `inference_geo="us"` adds 10%.
@@ -31,7 +34,7 @@ import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -126,6 +129,12 @@ class Bound:
     """Content whose tokens are not in its bytes, and the tokens the bound gave it (for a refusal's message)."""
     cost: Decimal = Decimal(0)
     """The worst-case cost, once priced (`bound_request`)."""
+    loose: bool = False
+    """Whether the bound holds allowances for content whose tokens are not in its bytes (media, documents,
+    tools, server tools): an exact count can only make it tighter or correct it."""
+    fetched_tokens: int = 0
+    """Input tokens server tools may read after the request is sent (web fetch, web search results): no count
+    made before sending can see them."""
 
 
 class BudgetExceededError(Exception):
@@ -300,17 +309,20 @@ def pdf_page_count(data: str) -> int | None:
 class _Tally:
     """What the block walk found: tokens beyond the bytes, bytes not billed as text, and why."""
 
-    __slots__ = ("breakpoints", "extra", "notes", "ttl_1h", "unbilled_bytes")
+    __slots__ = ("breakpoints", "extra", "fetched", "notes", "ttl_1h", "unbilled_bytes")
 
     def __init__(self) -> None:
         self.breakpoints = 0
         self.ttl_1h = 0
         self.extra = 0
+        self.fetched = 0
         self.unbilled_bytes = 0
         self.notes: list[str] = []
 
-    def add(self, tokens: int, note: str) -> None:
+    def add(self, tokens: int, note: str, *, fetched: bool = False) -> None:
         self.extra += tokens
+        if fetched:
+            self.fetched += tokens
         self.notes.append(f"{note}: up to {tokens:,} tokens")
 
 
@@ -355,13 +367,18 @@ def _tool_tokens(tools: Any, rules: BoundRules, window: int, tally: _Tally) -> t
             uses = max_uses if isinstance(max_uses, int) and max_uses >= 0 else DEFAULT_WEB_SEARCH_USES
             searches += uses
             tally.extra += uses * WEB_SEARCH_RESULT_ALLOWANCE
+            tally.fetched += uses * WEB_SEARCH_RESULT_ALLOWANCE
         elif kind.startswith("web_fetch"):
             server = True
             fetches, per_fetch = tool.get("max_uses"), tool.get("max_content_tokens")
             if isinstance(fetches, int) and fetches >= 0 and isinstance(per_fetch, int) and per_fetch >= 0:
-                tally.add(fetches * per_fetch, f"web_fetch, {fetches} use(s) of up to {per_fetch:,} tokens")
+                tally.add(
+                    fetches * per_fetch, f"web_fetch, {fetches} use(s) of up to {per_fetch:,} tokens", fetched=True
+                )
             else:
-                tally.add(window, "web_fetch without max_uses and max_content_tokens, at the context window")
+                tally.add(
+                    window, "web_fetch without max_uses and max_content_tokens, at the context window", fetched=True
+                )
         else:
             server = server or kind.startswith("code_execution")
             overhead = next((t for prefix, t in rules.tool_overheads if kind.startswith(prefix)), None)
@@ -396,7 +413,10 @@ def _scan(request: Mapping[str, Any], rules: BoundRules, model: str | None) -> B
         # The API rejects (and does not bill) a prompt over the context window; server tools sample repeatedly.
         bound = window
         tally.notes.append(f"capped at the context window, {window:,} tokens")
-    return Bound(bound, tally.breakpoints, tally.ttl_1h, searches, tuple(tally.notes))
+    loose = bool(tally.extra or tally.unbilled_bytes)
+    return Bound(
+        bound, tally.breakpoints, tally.ttl_1h, searches, tuple(tally.notes), loose=loose, fetched_tokens=tally.fetched
+    )
 
 
 def _model(request: Mapping[str, Any]) -> str | None:
@@ -410,10 +430,24 @@ def input_token_bound(request: Mapping[str, Any], rules: BoundRules = DEFAULT_RU
 
 
 def bound_request(
-    request: Mapping[str, Any], rates: Rates, rules: BoundRules = DEFAULT_RULES, *, model: str | None = None
+    request: Mapping[str, Any],
+    rates: Rates,
+    rules: BoundRules = DEFAULT_RULES,
+    *,
+    model: str | None = None,
+    counted: int | None = None,
 ) -> Bound:
-    """Return the worst case of `request` at `rates`, with what made it large (see the module docstring)."""
+    """Return the worst case of `request` at `rates`, with what made it large (see the module docstring).
+
+    `counted`: the request's input tokens counted exactly before sending (a preflight). It replaces the local
+    input bound; output, cache-write rates, search fees and what server tools may fetch are bounded as without it.
+    """
     scan = _scan(request, rules, model)
+    if counted is not None:
+        notes = [f"its input, counted exactly before sending: {counted:,} tokens"]
+        if scan.fetched_tokens:
+            notes.append(f"what its server tools may read after sending: up to {scan.fetched_tokens:,} tokens")
+        scan = replace(scan, input_tokens=counted + scan.fetched_tokens, notes=tuple(notes))
     tokens_in = scan.input_tokens
     input_rate = rates.input.at(tokens_in)
     if scan.breakpoints:
@@ -429,7 +463,7 @@ def bound_request(
         # US-only inference costs 1.1x on recent models (`pricing.US_ONLY_MULTIPLIER`); the bound takes it on
         # every model and on search fees too, the dear side of what settlement charges.
         cost *= US_ONLY_MULTIPLIER
-    return Bound(tokens_in, scan.breakpoints, scan.ttl_1h, scan.web_searches, scan.notes, cost)
+    return replace(scan, cost=cost)
 
 
 def worst_case_from_rates(request: Mapping[str, Any], rates: Rates, rules: BoundRules = DEFAULT_RULES) -> Decimal:

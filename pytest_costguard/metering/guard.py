@@ -11,18 +11,21 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from ..core.budget import DEFAULT_RULES, BoundRules, BudgetExceededError, UnboundedCallError, bound_request
+from ..core.budget import DEFAULT_RULES, Bound, BoundRules, BudgetExceededError, UnboundedCallError, bound_request
 from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
-from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
+from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book, usage_from_response
 from ..core.routing import RoutePolicy
 from ..domain.records import CostRecord, Refusal
 from ..domain.request import content_blocks
 from .ledger import InMemoryLedger, Ledger, Reservation
 from .scope import SESSION, Scope, current_scope, deliver
 
-__all__ = ["CostGuard", "GuardConfig", "Refusal", "Ticket"]
+__all__ = ["CostGuard", "GuardConfig", "Plan", "PreflightMode", "Refusal", "Ticket"]
+
+PreflightMode = Literal["auto", "always", "off"]
+"""When to count a request's input exactly before admitting it (`POST /v1/messages/count_tokens`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,37 @@ class GuardConfig:
     """What the worst-case bound allows for content whose tokens are not in its bytes (images, PDFs, files)."""
     free_endpoints: tuple[str, ...] = ()
     """Endpoint path patterns the user declared free (`llm_free_endpoints`): passed through, not metered."""
+    preflight: PreflightMode = "auto"
+    """When a budget applies, count a request's input exactly before admitting it: `always`; `auto` when its
+    local bound is loose (media, documents, tools) or does not fit what is left; `off` never."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One attempt routed and bounded but not admitted yet: what a preflight count can tighten."""
+
+    scope: Scope
+    """Who would be charged."""
+    requested: str
+    """The model the request asked for."""
+    model: str
+    """The model it goes to."""
+    body: Mapping[str, Any]
+    """The body to send (routed, maybe marked cacheable)."""
+    rates: Rates | None
+    """The model's prices; None when unknown and no budget applies."""
+    bound: Bound | None
+    """Its local worst case; None when unpriced."""
+    preflight: bool
+    """Whether to count its input exactly (`CostGuard.admit(..., counted=)`) before admitting it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchRequest:
+    """One request of a batch held for: its model and its worst case at batch prices."""
+
+    model: str
+    worst_case: Decimal
 
 
 @dataclass(slots=True)
@@ -60,7 +94,9 @@ class Ticket:
     is known for the model and no budget applies (the call is metered unpriced)."""
     fast: bool
     batch: bool = False
-    """A Message Batches creation: charged its requests' worst case, estimated, when it is created."""
+    """A Message Batches creation: its requests' worst case stays held until their results are read."""
+    batch_requests: Mapping[str, _BatchRequest] = field(default_factory=dict)
+    """A batch's requests by custom_id."""
     done: bool = False
     replayed: bool = False
     """Answered from a cassette: nothing is held or billed (`hold` turns it into a live attempt)."""
@@ -81,6 +117,12 @@ class CostGuard:
         self.records: list[CostRecord] = []
         self.refusals: list[Refusal] = []
         self.failed_attempts = 0
+        self.preflight_calls = 0
+        """Exact input counts asked for before admitting a call (free, but rate-limited by the API)."""
+        self.preflight_failed = 0
+        """Of those, the ones that failed (the call fell back to its local bound)."""
+        self._batches: dict[str, _OpenBatch] = {}
+        """Batches created in this process whose results were not all settled yet, by batch id."""
         self.test_ledgers: dict[str, InMemoryLedger] = {}
         """Each budgeted test's own ledger, opened with its first call."""
         self._open: dict[int, Ticket] = {}
@@ -99,12 +141,20 @@ class CostGuard:
         retries: int = 0,
         replay: bool = False,
     ) -> tuple[Ticket, Mapping[str, Any]]:
-        """Route and admit one attempt; return its ticket and the body to send.
+        """Route and admit one attempt at its local bound; return its ticket and the body to send.
 
         Raises `BudgetExceededError` (nothing is sent) when its worst case does not fit a budget, and
         `UnknownModelPrice` when the model it would go to has no known price and a budget applies: without a
         budget such a call is sent and recorded unpriced, since observing must never break a test.
         With `replay`, nothing is reserved: the attempt may be answered from a cassette (`hold` it if not).
+        """
+        plan = self.plan(body, replay=replay)
+        return self.admit(plan, streamed=streamed, retries=retries, replay=replay), plan.body
+
+    def plan(self, body: Mapping[str, Any], *, replay: bool = False) -> Plan:
+        """Route and bound one attempt, and say whether an exact count of its input is worth asking for.
+
+        Raises `UnknownModelPrice` as `begin` does (not with `replay`: a recording may answer it).
         """
         scope = self.scope
         config = self.config
@@ -120,36 +170,86 @@ class CostGuard:
                 body = {**body, "model": model}
         if config.auto_cache:
             body = self._maybe_cache(body)
-        fast = body.get("speed") == "fast"
         rates: Rates | None
         try:
-            rates = config.prices.rates(model, fast=fast)
+            rates = config.prices.rates(model, fast=body.get("speed") == "fast")
         except UnknownModelPrice:
             if not replay and (self.ledger.limit is not None or scope.budget is not None):
                 raise  # a budget cannot bound a call it cannot price
             rates = None
         bound = bound_request(body, rates, config.bound_rules, model=model) if rates is not None else None
+        preflight = (
+            not replay and bound is not None and rates is not None and self._wants_preflight(scope, body, rates, bound)
+        )
+        return Plan(scope, requested, model, body, rates, bound, preflight)
+
+    def _wants_preflight(self, scope: Scope, body: Mapping[str, Any], rates: Rates, bound: Bound) -> bool:
+        """Whether counting `body`'s input exactly could change its admission (never without a budget)."""
+        mode = self.config.preflight
+        test_ledger = self.test_ledger(scope)
+        ledgers = [ledger for ledger in (test_ledger, self.ledger) if ledger is not None and ledger.limit is not None]
+        if mode == "off" or not ledgers:
+            return False  # without a budget nothing is admitted or refused: the code under test sees no count
+        if mode == "always":
+            return True
+        try:
+            left = [ledger.remaining for ledger in ledgers]
+        except Exception:
+            return False  # a ledger that cannot be read now: the reservation reports it (and fails closed)
+        if not bound.loose and all(room is None or bound.cost <= room for room in left):
+            return False  # a text bound that fits: the count could not change anything
+        # Even an input of zero tokens (output at max_tokens, what server tools may fetch) must fit, or the call
+        # is refused whatever the count says.
+        floor = bound_request(body, rates, self.config.bound_rules, model=str(body.get("model")), counted=0).cost
+        return all(room is None or floor <= room for room in left)
+
+    def admit(
+        self,
+        plan: Plan,
+        *,
+        streamed: bool,
+        retries: int = 0,
+        counted: int | None = None,
+        preflight_failure: str | None = None,
+        replay: bool = False,
+    ) -> Ticket:
+        """Admit a planned attempt: reserve its worst case, or record the refusal and raise it.
+
+        `counted` is its input counted exactly before sending (replacing the local input bound);
+        `preflight_failure` says why a count that was asked for failed (the local bound then applies, never a
+        smaller one). With `replay`, nothing is reserved (see `begin`).
+        """
+        scope, body, rates = plan.scope, plan.body, plan.rates
+        bound = plan.bound
+        if counted is not None or preflight_failure is not None:
+            with self._lock:
+                self.preflight_calls += 1
+                self.preflight_failed += counted is None
+        if counted is not None and rates is not None:
+            bound = bound_request(body, rates, self.config.bound_rules, model=plan.model, counted=counted)
         worst = bound.cost if bound is not None else _ZERO
         notes = bound.notes if bound is not None else ()
+        if preflight_failure is not None:
+            notes = (*notes, f"the exact count before sending failed ({preflight_failure}): the local bound applied")
         holds = [] if replay else self._reserve(scope, worst, notes)
         max_tokens = body.get("max_tokens")
         ticket = Ticket(
             scope.tag,
-            requested,
-            model,
+            plan.requested,
+            plan.model,
             worst,
             max_tokens if isinstance(max_tokens, int) else 0,
             streamed,
             retries,
             holds,
             rates,
-            fast,
+            body.get("speed") == "fast",
             replayed=replay,
             notes=notes,
         )
         with self._lock:
             self._open[id(ticket)] = ticket
-        return ticket, body
+        return ticket
 
     def hold(self, ticket: Ticket) -> None:
         """Make a replay ticket (`begin(replay=True)`) that found no recording a live attempt: reserve it now.
@@ -198,8 +298,10 @@ class CostGuard:
     def begin_batch(self, body: Mapping[str, Any], *, retries: int = 0, replay: bool = False) -> Ticket:
         """Admit a Message Batches creation: hold the sum of its requests' worst cases at batch prices.
 
-        The whole batch is refused (nothing is sent) when that sum does not fit a budget. Its results come up
-        to 24 hours later, so the batch is charged that worst case, marked estimated, when it is created.
+        The whole batch is refused (nothing is sent) when that sum does not fit a budget. The hold stays until
+        the batch's results are read in this process (`batch_created`, `batch_result`, `batch_results_read`),
+        which settles each request at its real cost; a batch whose results are never read is charged that worst
+        case, marked estimated, when the session ends (`settle_open`).
         With `replay`, nothing is reserved (see `begin`).
         """
         scope = self.scope
@@ -208,6 +310,7 @@ class CostGuard:
         worst = _ZERO
         notes: list[str] = []
         models: list[str] = []
+        parts: dict[str, _BatchRequest] = {}
         for request in content_blocks(body.get("requests")):
             params = request.get("params")
             if not isinstance(params, Mapping):
@@ -219,9 +322,11 @@ class CostGuard:
             except UnknownModelPrice:
                 if budgeted:
                     raise
+                parts[str(request.get("custom_id"))] = _BatchRequest(model, _ZERO)
                 continue
             bound = bound_request(params, rates, config.bound_rules, model=model)
             worst += bound.cost
+            parts[str(request.get("custom_id"))] = _BatchRequest(model, bound.cost)
             notes.extend(note for note in bound.notes if note not in notes)
         why = (f"a Message Batch of {len(models)} request(s), at batch prices", *notes[:3])
         holds = [] if replay else self._reserve(scope, worst, why)
@@ -238,6 +343,7 @@ class CostGuard:
             None,
             False,
             batch=True,
+            batch_requests=parts,
             replayed=replay,
             notes=why,
         )
@@ -266,6 +372,89 @@ class CostGuard:
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket
+
+    # -- batch settlement ----------------------------------------------------------------------------------
+    def batch_created(self, ticket: Ticket, batch_id: str | None) -> None:
+        """Keep a created batch's hold until its results are read; without its id, charge its worst case now."""
+        if batch_id is None:
+            self.settle(ticket, None)
+            return
+        with self._lock:
+            self._batches[batch_id] = _OpenBatch(ticket)
+
+    def reads_batch(self, batch_id: str) -> bool:
+        """Whether `batch_id` is a batch this guard holds for and has not settled yet."""
+        with self._lock:
+            return batch_id in self._batches
+
+    def batch_result(self, batch_id: str, line: Mapping[str, Any]) -> None:
+        """Take one line of a batch's results (`{"custom_id": ..., "result": {...}}`) as the caller reads it."""
+        custom_id, result = line.get("custom_id"), line.get("result")
+        if not isinstance(custom_id, str) or not isinstance(result, Mapping):
+            return
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is not None and custom_id in batch.ticket.batch_requests:
+                batch.results[custom_id] = result
+
+    def batch_results_read(self, batch_id: str) -> None:
+        """Settle a batch whose results were read to the end: each request at what its result reports."""
+        with self._lock:
+            batch = self._batches.pop(batch_id, None)
+        if batch is not None:
+            self._settle_batch(batch)
+
+    def _settle_batch(self, batch: _OpenBatch) -> CostRecord:
+        """Charge a batch: each request read at its real cost (batch prices), each unread at its worst case."""
+        ticket = batch.ticket
+        prices = self.config.prices
+        cost = _ZERO
+        total = Usage(batch=True)
+        estimated = unpriced = False
+        for custom_id, request in ticket.batch_requests.items():
+            result = batch.results.get(custom_id)
+            if result is None:
+                cost += request.worst_case  # never read: what it could have cost
+                estimated = True
+                continue
+            if result.get("type") != "succeeded":
+                continue  # errored, canceled, expired: not billed
+            message = result.get("message")
+            raw = message.get("usage") if isinstance(message, Mapping) else None
+            if not isinstance(raw, Mapping):
+                cost += request.worst_case  # billed, by how much unknown
+                estimated = True
+                continue
+            assert isinstance(message, Mapping)
+            usage = replace(usage_from_response(raw), batch=True)
+            answered = message.get("model")
+            try:
+                cost += prices.cost(usage, answered if isinstance(answered, str) else request.model)
+            except UnknownModelPrice:
+                try:
+                    cost += prices.cost(usage, request.model)
+                except UnknownModelPrice:
+                    unpriced = True  # only without a budget: begin_batch priced every model otherwise
+            total = _sum_usage(total, usage)
+        record = CostRecord(
+            model=ticket.model,
+            input_tokens=total.input_tokens,
+            output_tokens=total.output_tokens,
+            cost_usd=cost,
+            requested_model=ticket.requested_model,
+            cache_creation_input_tokens=total.cache_creation_input_tokens,
+            cache_read_input_tokens=total.cache_read_input_tokens,
+            web_search_requests=total.web_search_requests,
+            tag=ticket.tag,
+            streamed=False,
+            retries=ticket.retries,
+            estimated=estimated,
+            cost_at_requested_usd=cost,
+            reserved_usd=ticket.worst_case,
+            unpriced=unpriced,
+        )
+        self._book(ticket, record)
+        return record
 
     def test_ledger(self, scope: Scope) -> InMemoryLedger | None:
         """The ledger of the test `scope` names, when it has its own budget (opened on its first call)."""
@@ -375,14 +564,18 @@ class CostGuard:
         if ticket.replayed:
             # Nothing was sent: nothing is billed or held. What it would have cost is what replay saved.
             record = replace(record, cost_usd=_ZERO, reserved_usd=None, replayed=True, replay_cost_usd=cost)
+        self._book(ticket, record)
+        return record
+
+    def _book(self, ticket: Ticket, record: CostRecord) -> None:
+        """Replace `ticket`'s holds by `record` (once) and tell the listeners and the collecting scope."""
         if not self._close(ticket, record):
-            return record
+            return
         for ledger, reservation in ticket.holds:
             ledger.settle(reservation, record)
         for listener in self.listeners:
             listener(record)
         deliver(record, self)
-        return record
 
     def settle_incomplete(self, ticket: Ticket, usage: Usage | None, model: str | None = None) -> CostRecord:
         """Charge an attempt whose usage never fully arrived (a stream cut or abandoned) conservatively.
@@ -396,7 +589,13 @@ class CostGuard:
         return self.settle(ticket, full, model, estimated=True)
 
     def settle_open(self) -> None:
-        """Charge every attempt still open (streams never closed) at its worst case."""
+        """Charge every attempt still open (streams never closed) at its worst case, and every batch whose
+        results were not all read at what was read plus the worst case of the rest, estimated."""
+        with self._lock:
+            batches = list(self._batches.values())
+            self._batches.clear()
+        for batch in batches:
+            self._settle_batch(batch)
         with self._lock:
             tickets = list(self._open.values())
         for ticket in tickets:
@@ -428,6 +627,27 @@ class CostGuard:
 
 _NO_USAGE = Usage()
 _ZERO = Decimal(0)
+
+
+@dataclass(slots=True)
+class _OpenBatch:
+    """A created batch held for at its worst case, and the results read of it so far."""
+
+    ticket: Ticket
+    results: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Each request's `result` object, by custom_id."""
+
+
+def _sum_usage(a: Usage, b: Usage) -> Usage:
+    return replace(
+        a,
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        cache_write_5m_tokens=a.cache_write_5m_tokens + b.cache_write_5m_tokens,
+        cache_write_1h_tokens=a.cache_write_1h_tokens + b.cache_write_1h_tokens,
+        cache_read_input_tokens=a.cache_read_input_tokens + b.cache_read_input_tokens,
+        web_search_requests=a.web_search_requests + b.web_search_requests,
+    )
 
 
 def _uncached(usage: Usage) -> Usage:

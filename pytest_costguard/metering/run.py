@@ -68,6 +68,7 @@ class CostRun:
         self._remote_records: list[CostRecord] = []
         self._remote_refusals: list[Refusal] = []
         self._remote_failed_attempts = 0
+        self._remote_preflights = (0, 0)
 
     # -- the guard -------------------------------------------------------------------------------------------
     @property
@@ -138,6 +139,8 @@ class CostRun:
             "records": [record_to_dict(r) for r in guard.records],
             "refusals": [refusal_to_dict(r) for r in guard.refusals],
             "failed_attempts": guard.failed_attempts,
+            "preflight_calls": guard.preflight_calls,
+            "preflight_failed": guard.preflight_failed,
             "outcomes": dict(self.outcomes),
             "test_budgets": {nodeid: str(budget) for nodeid, budget in self.test_budgets.items()},
         }
@@ -150,6 +153,11 @@ class CostRun:
             [record_from_dict(r) for r in output["records"]],
             [refusal_from_dict(r) for r in output["refusals"]],
             int(output["failed_attempts"]),
+        )
+        calls, failed = self._remote_preflights
+        self._remote_preflights = (
+            calls + int(output.get("preflight_calls", 0)),
+            failed + int(output.get("preflight_failed", 0)),
         )
         for nodeid, outcome in output["outcomes"].items():
             self.outcomes.setdefault(nodeid, outcome)  # outcomes forwarded with the test reports win
@@ -182,6 +190,14 @@ class CostRun:
         return local + self._remote_failed_attempts
 
     @property
+    def preflights(self) -> tuple[int, int]:
+        """Exact input counts asked for before admitting calls, and how many of them failed."""
+        calls, failed = self._remote_preflights
+        if self._guard is not None:
+            calls, failed = calls + self._guard.preflight_calls, failed + self._guard.preflight_failed
+        return calls, failed
+
+    @property
     def happened(self) -> bool:
         """Whether any call was billed or refused anywhere in the run."""
         return bool(self.records or self.refusals)
@@ -203,5 +219,6 @@ class CostRun:
             test_budgets=self.test_budgets,
             refusals=self.refusals,
             failed_attempts=self.failed_attempts,
+            preflights=self.preflights,
             labels=self.labels,
         )

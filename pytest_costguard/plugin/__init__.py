@@ -217,6 +217,7 @@ class CostguardSession:
             auto_cache=settings.cache == "auto",
             prices=self.price_book(),
             free_endpoints=settings.free_endpoints,
+            preflight=settings.preflight,
         )
         try:
             ledger, cleanups = open_session_ledger(ledger_request(self.config, settings), self._running_test)

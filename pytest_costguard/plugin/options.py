@@ -51,6 +51,9 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
      "test module)", "string", None),
     ("llm_record_ignore", None, "", "request body fields replay matching leaves out, one dotted path a line "
      "(default metadata.user_id)", "linelist", []),
+    ("llm_preflight", "--llm-preflight", "MODE", "count a call's input exactly before admitting it under a budget "
+     "(count_tokens: free, rate-limited): auto (default: media, documents, tools, or a bound that does not fit), "
+     "always, off", "string", None),
 )
 
 

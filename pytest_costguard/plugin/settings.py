@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["Settings", "SettingsError", "parse_prices", "resolve_settings"]
 
 CacheMode = Literal["off", "auto"]
+PreflightMode = Literal["auto", "always", "off"]
 
 
 class SettingsError(ValueError):
@@ -98,6 +99,8 @@ class Settings:
     """Where cassettes are kept (`--llm-cassettes`); None: beside each test module."""
     record_ignore: tuple[str, ...] | None = None
     """Request body fields replay matching leaves out; None: the default (`replay.DEFAULT_IGNORED`)."""
+    preflight: PreflightMode = "auto"
+    """When to count a call's input exactly (`count_tokens`) before admitting it under a budget."""
 
     @property
     def redis_url(self) -> str | None:
@@ -206,6 +209,10 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
     free_raw, free_src = _raw(get, "llm_free_endpoints")
     free_endpoints = _free_endpoints(free_raw, free_src)
     record, cassettes, record_ignore = _record_settings(get)
+    preflight_raw, src = _raw(get, "llm_preflight")
+    preflight = (preflight_raw or "auto").strip().lower()
+    if preflight not in ("auto", "always", "off"):
+        raise SettingsError(f"{src}: {preflight_raw!r} is not one of auto, always, off")
 
     return Settings(
         budget=budget,
@@ -225,6 +232,7 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
         record=record,
         cassettes=cassettes,
         record_ignore=record_ignore,
+        preflight="always" if preflight == "always" else "off" if preflight == "off" else "auto",
     )
 
 

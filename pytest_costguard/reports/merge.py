@@ -22,7 +22,7 @@ _KNOWN = frozenset(
     (
         "schema", "currency", "created", "budget_usd", "budget_per_test_usd", "total_cost_usd",
         "budget_exceeded", "overspent_usd", "overspend", "overspends", "refused_calls", "refusals",
-        "failed_attempts", "estimated_calls", "unpriced_calls", "tests",
+        "failed_attempts", "estimated_calls", "unpriced_calls", "tests", "preflight_calls", "preflight_failed",
         "session", "calls", "by_model", "savings", "shards", "replayed_calls",
     )
 )
@@ -143,6 +143,8 @@ def _merge(
         "refused_calls": sum(int(r.get("refused_calls", 0)) for r in reports),
         "refusals": [refusal for r in reports for refusal in r.get("refusals", ())],
         "failed_attempts": sum(int(r.get("failed_attempts", 0)) for r in reports),
+        "preflight_calls": sum(int(r.get("preflight_calls", 0)) for r in reports),
+        "preflight_failed": sum(int(r.get("preflight_failed", 0)) for r in reports),
         "estimated_calls": sum(int(r.get("estimated_calls", 0)) for r in reports),
         "unpriced_calls": sum(int(r.get("unpriced_calls", 0)) for r in reports),
         "replayed_calls": sum(int(r.get("replayed_calls", 0)) for r in reports),

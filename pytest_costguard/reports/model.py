@@ -85,6 +85,7 @@ def build_report(
     refusals: Sequence[Refusal] = (),
     failed_attempts: int = 0,
     labels: Mapping[str, Any] | None = None,
+    preflights: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
     """Build the JSON report of a run from its billed calls and its tests' outcomes.
 
@@ -151,6 +152,8 @@ def build_report(
         "refused_calls": len(refusals),
         "refusals": [refusal_to_dict(r, money=usd_to_json) for r in refusals],
         "failed_attempts": failed_attempts,
+        "preflight_calls": preflights[0],
+        "preflight_failed": preflights[1],
         "estimated_calls": sum(1 for c in calls if c["estimated"]),
         "unpriced_calls": sum(1 for c in calls if c["unpriced"]),
         "worst_case_overruns": overruns,
@@ -345,6 +348,10 @@ def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
             f"failed attempts (not billed): {report['failed_attempts']}; "
             f"estimated (incomplete usage, charged conservatively): {report['estimated_calls']}"
         )
+    if report.get("preflight_calls"):
+        failed = report.get("preflight_failed", 0)
+        fell_back = f", {failed} failed (those calls kept their local bound)" if failed else ""
+        out.append(f"preflight counts (count_tokens: free, rate-limited): {report['preflight_calls']}{fell_back}")
     if report["refused_calls"]:
         out.append(f"refused calls: {report['refused_calls']}")
     unpriced = [c["model"] for c in report["calls"] if c.get("unpriced")]

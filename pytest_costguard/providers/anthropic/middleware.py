@@ -22,16 +22,18 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...core.pricing import Usage, usage_from_response
 from ...domain.records import endpoint_label
+from .batch_results import batch_id_of, results_batch_id, watch_results
 from .patch import _getter, install, is_installed, prepare, uninstall
+from .preflight import Counted, count, count_async
 
 if TYPE_CHECKING:
     from anthropic import APIRequest
 
-    from ...metering.guard import CostGuard, Ticket
+    from ...metering.guard import CostGuard, Plan, Ticket
     from ...replay.store import Tape
 
 __all__ = [
@@ -454,6 +456,11 @@ class _Attempt:
         if not http.is_success:
             self.guard.release(self.ticket)
             return None
+        if self.ticket.batch:
+            # A batch is held at its worst case until its results are read (`batch_results.py`).
+            read = http.is_stream_consumed or http.is_closed
+            self.guard.batch_created(self.ticket, batch_id_of(http) if read else None)
+            return None
         meter = _BodyMeter(self.guard, self.ticket)
         if not (http.is_stream_consumed or http.is_closed):
             http.stream = _metered_stream(http.stream, meter, asynchronous=asynchronous)
@@ -472,20 +479,22 @@ class _Middleware:
     def __init__(self, guard: Callable[[], CostGuard | None]) -> None:
         self._guard = guard
 
-    def _admit(self, request: APIRequest) -> _Attempt | None:
+    def _plan(self, request: APIRequest) -> _Attempt | _Planned | None:
+        """Admit a batch creation at once; plan a Messages call (its preflight comes next); else None."""
         guard = self._guard()
         if guard is None:
             return None
         kind = endpoint_kind(request.method, request.url)
         tape = guard.tapes.tape_for(guard.scope.tag) if guard.tapes is not None else None
         replay = tape is not None and tape.replays  # reserved only if no recording answers it (`replay.tapped`)
+        unmetered = None if tape is None else _Attempt(guard, None, request, tape)  # recorded, not metered
         if kind == FREE:
-            return None if tape is None else _Attempt(guard, None, request, tape)
+            return unmetered
         retries = request.retries_taken
         if kind == UNKNOWN:
             path = endpoint_path(request.url)
             if is_free_endpoint(path, guard.config.free_endpoints):
-                return None if tape is None else _Attempt(guard, None, request, tape)
+                return unmetered
             why = "pytest-costguard does not know whether this endpoint bills, nor how much"
             ticket = guard.begin_unbounded(endpoint_label(path), why, advice=_declare_free(path), retries=retries)
             return _Attempt(guard, ticket, request)
@@ -496,15 +505,51 @@ class _Middleware:
             ticket = guard.begin_unbounded(label, str(exc), advice=_READABLE_ADVICE, retries=retries)
             return _Attempt(guard, ticket, request)
         if body is None:
-            return None if tape is None else _Attempt(guard, None, request, tape)  # the API rejects it unbilled
+            return unmetered  # no body: the API rejects it unbilled
         if kind == BATCH:
             if "requests" not in body:
-                return None if tape is None else _Attempt(guard, None, request, tape)  # creates nothing
+                return unmetered  # creates nothing: the API rejects it unbilled
             return _Attempt(guard, guard.begin_batch(body, retries=retries, replay=replay), request, tape)
-        ticket, sent = guard.begin(body, streamed=bool(body.get("stream")), retries=retries, replay=replay)
+        return _Planned(guard, guard.plan(body, replay=replay), request, body, raw, tape, replay)
+
+    def _admit_planned(self, planned: _Planned, counted: Counted | None = None) -> _Attempt:
+        guard, plan, request, body, raw, tape, replay = planned
+        sent = plan.body
+        ticket = guard.admit(
+            plan,
+            streamed=bool(sent.get("stream")),
+            retries=request.retries_taken,
+            counted=counted if isinstance(counted, int) else None,
+            preflight_failure=counted if isinstance(counted, str) else None,
+            replay=replay,
+        )
         if sent is not body:
             request = _with_body(request, sent, raw=raw)
         return _Attempt(guard, ticket, request, tape)
+
+    def _results_reader(self, request: APIRequest) -> tuple[CostGuard, str] | None:
+        """The guard and batch id when `request` reads the results of a batch the guard holds for."""
+        batch_id = results_batch_id(request.method, request.url)
+        guard = self._guard() if batch_id is not None else None
+        if guard is None or batch_id is None or not guard.reads_batch(batch_id):
+            return None
+        return guard, batch_id
+
+
+class _Planned(NamedTuple):
+    """A Messages call routed and bounded, waiting for its preflight count (when its plan asks for one)."""
+
+    guard: CostGuard
+    plan: Plan
+    request: APIRequest
+    body: Mapping[str, Any]
+    """The body as the caller sent it (`plan.body` is what goes out: routed, maybe marked cacheable)."""
+    raw: bool
+    """The body came as raw `content=` bytes (`request_body`)."""
+    tape: Tape | None
+    """The running test's cassette, or None."""
+    replay: bool
+    """A recording may answer it: nothing is reserved unless none does."""
 
 
 def _make_middleware_class() -> type[Any]:
@@ -514,9 +559,19 @@ def _make_middleware_class() -> type[Any]:
         """Anthropic client middleware that meters Messages calls through a `CostGuard`."""
 
         def handle(self, request: APIRequest, call_next: Any) -> Any:
-            attempt = self._admit(request)
-            if attempt is None:
-                return call_next(request)
+            planned = self._plan(request)
+            if planned is None:
+                reader = self._results_reader(request)
+                response = call_next(request)
+                if reader is not None:
+                    watch_results(*reader, response, asynchronous=False)
+                return response
+            if isinstance(planned, _Attempt):
+                attempt = planned
+            else:
+                body = planned.plan.body
+                counted = count(request, body, call_next) if planned.plan.preflight else None
+                attempt = self._admit_planned(planned, counted)
             call_next = attempt.tap(call_next, asynchronous=False)
             try:
                 response = call_next(attempt.request)
@@ -533,9 +588,19 @@ def _make_middleware_class() -> type[Any]:
             return response
 
         async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
-            attempt = self._admit(request)
-            if attempt is None:
-                return await call_next(request)
+            planned = self._plan(request)
+            if planned is None:
+                reader = self._results_reader(request)
+                response = await call_next(request)
+                if reader is not None:
+                    watch_results(*reader, response, asynchronous=True)
+                return response
+            if isinstance(planned, _Attempt):
+                attempt = planned
+            else:
+                body = planned.plan.body
+                counted = await count_async(request, body, call_next) if planned.plan.preflight else None
+                attempt = self._admit_planned(planned, counted)
             call_next = attempt.tap(call_next, asynchronous=True)
             try:
                 response = await call_next(attempt.request)
