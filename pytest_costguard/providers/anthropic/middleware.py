@@ -456,8 +456,9 @@ class _Attempt:
         if not http.is_success:
             self.guard.release(self.ticket)
             return None
-        if self.ticket.batch:
-            # A batch is held at its worst case until its results are read (`batch_results.py`).
+        if self.ticket.batch and not self.ticket.replayed:
+            # A batch is held at its worst case until its results are read (`batch_results.py`). A replayed
+            # one holds nothing: it settles now at $0, saving what its worst case would have held.
             read = http.is_stream_consumed or http.is_closed
             self.guard.batch_created(self.ticket, batch_id_of(http) if read else None)
             return None
