@@ -22,7 +22,11 @@ from ..domain.request import content_blocks
 from .ledger import InMemoryLedger, Ledger, Reservation
 from .scope import SESSION, Scope, current_scope, deliver
 
-__all__ = ["CostGuard", "GuardConfig", "Refusal", "Ticket"]
+__all__ = ["CostGuard", "GuardConfig", "Refusal", "RunFinishedError", "Ticket"]
+
+
+class RunFinishedError(RuntimeError):
+    """A call made after its metered run wrote its report: it could not be counted, so it is not sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,8 @@ class Ticket:
     batch: bool = False
     """A Message Batches creation: charged its requests' worst case, estimated, when it is created."""
     done: bool = False
+    outer: tuple[str | None, ...] = ()
+    """For a guard inside another (`parent`): who the enclosing guards charge, innermost first."""
 
 
 class CostGuard:
@@ -81,6 +87,9 @@ class CostGuard:
         self._prompt_counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self.listeners: list[Callable[[CostRecord], None]] = []
+        self.parent: CostGuard | None = None
+        """The guard of an enclosing run (a pytest run inside a test, a child process's session): every call
+        is held against its budgets too, so an inner run may add limits, never escape the outer ones."""
 
     # -- admission -----------------------------------------------------------------------------------------
     def begin(
@@ -133,23 +142,37 @@ class CostGuard:
             holds,
             rates,
             fast,
+            outer=self._outer_tags(),
         )
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket, body
 
+    def _outer_tags(self) -> tuple[str | None, ...]:
+        tags: list[str | None] = []
+        parent = self.parent
+        while parent is not None:
+            tags.append(parent.scope.tag)
+            parent = parent.parent
+        return tuple(tags)
+
     def _reserve(self, scope: Scope, worst: Decimal, notes: tuple[str, ...]) -> list[tuple[Ledger, Reservation]]:
         """Hold `worst` against the test's budget and the session's, or record the refusal and raise it."""
         holds: list[tuple[Ledger, Reservation]] = []
+        parent = self.parent
+        outer = False
         try:
             test_ledger = self.test_ledger(scope)
             if test_ledger is not None:
                 holds.append((test_ledger, test_ledger.reserve(worst)))
             holds.append((self.ledger, self.ledger.reserve(worst)))
+            if parent is not None:
+                outer = True  # the enclosing guard records its own refusal, explained
+                holds.extend(parent._reserve(parent.scope, worst, notes))
         except BudgetExceededError as exc:
             for ledger, reservation in holds:
                 ledger.release(reservation)
-            refused = exc.explained(notes) if notes else exc
+            refused = exc.explained(notes) if notes and not outer else exc
             with self._lock:
                 self.refusals.append(Refusal(scope.tag, refused.scope, worst, str(refused)))
             if refused is exc:
@@ -187,7 +210,9 @@ class CostGuard:
         why = (f"a Message Batch of {len(models)} request(s), at batch prices", *notes[:3])
         holds = self._reserve(scope, worst, why)
         label = models[0] if len(set(models)) == 1 else "message batch"
-        ticket = Ticket(scope.tag, label, label, worst, 0, False, retries, holds, None, False, batch=True)
+        ticket = Ticket(
+            scope.tag, label, label, worst, 0, False, retries, holds, None, False, batch=True, outer=self._outer_tags()
+        )
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket
@@ -304,7 +329,20 @@ class CostGuard:
         for listener in self.listeners:
             listener(record)
         deliver(record, self)
+        parent = self.parent
+        for tag in ticket.outer:
+            if parent is None:
+                break
+            parent._adopt(replace(record, tag=tag))
+            parent = parent.parent
         return record
+
+    def _adopt(self, record: CostRecord) -> None:
+        """Keep a record an inner guard settled (its money is already in this guard's ledgers)."""
+        with self._lock:
+            self.records.append(record)
+        for listener in self.listeners:
+            listener(record)
 
     def settle_incomplete(self, ticket: Ticket, usage: Usage | None, model: str | None = None) -> CostRecord:
         """Charge an attempt whose usage never fully arrived (a stream cut or abandoned) conservatively.
