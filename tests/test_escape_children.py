@@ -203,3 +203,53 @@ def test_no_variable():
 """
     )
     inner.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_a_project_that_spawns_fans_out_and_nests_stays_under_its_budget(
+    inner: pytest.Pytester, emulator: Emulator
+) -> None:
+    """The issue's hostile project: children, a pool left spending, an inner pytest run, one small budget."""
+    sub = inner.mkdir("sub")
+    (sub / "test_sub.py").write_text("from spender import spend\n\ndef test_inner_spends():\n    spend(20, 'inner')\n")
+    inner.makepyfile(
+        test_project="""
+import subprocess, sys, threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from spender import spend
+
+POOL = ThreadPoolExecutor(4)
+GO = threading.Event()
+
+
+def test_a_spawns_children():
+    subprocess.run([sys.executable, "spender.py", "20", "child"], check=True, capture_output=True)
+
+
+def test_b_fans_out_and_returns():
+    for i in range(4):
+        POOL.submit(lambda i=i: GO.wait(30) and spend(5, f"pool{i}"))
+
+
+@pytest.mark.llm_budget("0.000001")
+def test_c_innocent_with_its_own_budget():
+    GO.set()
+    POOL.shutdown(wait=True)
+
+
+def test_d_runs_an_inner_session():
+    pytest.main(["-q", "-p", "no:cacheprovider", "sub/test_sub.py"])
+"""
+    )
+    inner.makeini("[pytest]\naddopts = -p no:asyncio -p no:cacheprovider\ntestpaths = test_project.py\n")
+    result = inner.runpytest_subprocess(f"--llm-budget={BUDGET}", "--llm-report=r.json")
+    billed = billed_usd(emulator)
+    assert billed <= BUDGET
+    report = report_of(inner)
+    assert len(report["calls"]) == len(emulator.billed) > 0
+    assert Decimal(str(report["total_cost_usd"])) == billed
+    assert "test_c_innocent_with_its_own_budget" not in {c["nodeid"].split("::")[-1] for c in report["calls"]}
+    assert result.parseoutcomes()["passed"] == 4  # the innocent test passed
+    assert result.ret != 0  # refusals happened (children, pool, inner run): the run fails
