@@ -49,3 +49,11 @@ def redis_server(redis_servers: Callable[[], RedisServer]) -> RedisServer:
 def redis_key() -> str:
     """A budget name of this test's own."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+def _outside_any_metered_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs start outside any session: this suite's own run, when metered, does not meter them."""
+    from pytest_costguard.metering.children import ENV
+
+    monkeypatch.delenv(ENV, raising=False)

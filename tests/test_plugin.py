@@ -523,7 +523,8 @@ def test_an_idle_suite_without_routing_or_prices_loads_only_the_plugins_start_up
     pytester: pytest.Pytester,
 ) -> None:
     # Defining a dataclass costs about 2 ms here: the pricing, routing and guard modules (a dozen of them) are
-    # loaded on the first LLM call, or at start-up only when routing or prices are configured.
+    # loaded on the first LLM call, or at start-up only when routing or prices are configured. Metering on, the
+    # thread hooks and the child-process session (two small modules) are installed at start-up.
     pytester.makepyfile(
         """
 import sys
@@ -534,8 +535,10 @@ def test_idle():
         "pytest_costguard.domain",
         "pytest_costguard.domain.money",
         "pytest_costguard.metering",
+        "pytest_costguard.metering.children",
         "pytest_costguard.metering.run",
         "pytest_costguard.metering.scope",
+        "pytest_costguard.metering.threads",
         "pytest_costguard.plugin",
         "pytest_costguard.plugin.fixtures",
         "pytest_costguard.plugin.hookspecs",

@@ -22,10 +22,14 @@ from ..domain.request import content_blocks
 from .ledger import InMemoryLedger, Ledger, Reservation
 from .scope import SESSION, Scope, current_scope, deliver
 
-__all__ = ["CostGuard", "GuardConfig", "Plan", "PreflightMode", "Refusal", "Ticket"]
+__all__ = ["CostGuard", "GuardConfig", "Plan", "PreflightMode", "Refusal", "RunFinishedError", "Ticket"]
 
 PreflightMode = Literal["auto", "always", "off"]
 """When to count a request's input exactly before admitting it (`POST /v1/messages/count_tokens`)."""
+
+
+class RunFinishedError(RuntimeError):
+    """A call made after its metered run wrote its report: it could not be counted, so it is not sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,8 @@ class Ticket:
     """Answered from a cassette: nothing is held or billed (`hold` turns it into a live attempt)."""
     notes: tuple[str, ...] = ()
     """What the worst-case bound assumed, for a refusal's message."""
+    outer: tuple[str | None, ...] = ()
+    """For a guard inside another (`parent`): who the enclosing guards charge, innermost first."""
 
 
 class CostGuard:
@@ -131,6 +137,9 @@ class CostGuard:
         self.listeners: list[Callable[[CostRecord], None]] = []
         self.tapes: Any = None
         """The run's record/replay `replay.Recorder` (`--llm-record`), or None: calls are answered live."""
+        self.parent: CostGuard | None = None
+        """The guard of an enclosing run (a pytest run inside a test, a child process's session): every call
+        is held against its budgets too, so an inner run may add limits, never escape the outer ones."""
 
     # -- admission -----------------------------------------------------------------------------------------
     def begin(
@@ -174,7 +183,7 @@ class CostGuard:
         try:
             rates = config.prices.rates(model, fast=body.get("speed") == "fast")
         except UnknownModelPrice:
-            if not replay and (self.ledger.limit is not None or scope.budget is not None):
+            if not replay and (self.budget_applies(scope)):
                 raise  # a budget cannot bound a call it cannot price
             rates = None
         bound = bound_request(body, rates, config.bound_rules, model=model) if rates is not None else None
@@ -246,6 +255,7 @@ class CostGuard:
             body.get("speed") == "fast",
             replayed=replay,
             notes=notes,
+            outer=self._outer_tags(),
         )
         with self._lock:
             self._open[id(ticket)] = ticket
@@ -260,7 +270,7 @@ class CostGuard:
         if not ticket.replayed:
             return
         scope = self.scope
-        if ticket.rates is None and not ticket.batch and (self.ledger.limit is not None or scope.budget is not None):
+        if ticket.rates is None and not ticket.batch and (self.budget_applies(scope)):
             self.forget(ticket)
             self.config.prices.rates(ticket.model, fast=ticket.fast)  # raises UnknownModelPrice, naming the model
         try:
@@ -276,18 +286,38 @@ class CostGuard:
             for ledger, reservation in ticket.holds:
                 ledger.release(reservation)
 
+    def budget_applies(self, scope: Scope) -> bool:
+        """Whether a budget caps a call made in `scope`: the session's, the test's, or an enclosing run's."""
+        if self.ledger.limit is not None or scope.budget is not None:
+            return True
+        parent = self.parent
+        return parent is not None and parent.budget_applies(parent.scope)
+
+    def _outer_tags(self) -> tuple[str | None, ...]:
+        tags: list[str | None] = []
+        parent = self.parent
+        while parent is not None:
+            tags.append(parent.scope.tag)
+            parent = parent.parent
+        return tuple(tags)
+
     def _reserve(self, scope: Scope, worst: Decimal, notes: tuple[str, ...]) -> list[tuple[Ledger, Reservation]]:
         """Hold `worst` against the test's budget and the session's, or record the refusal and raise it."""
         holds: list[tuple[Ledger, Reservation]] = []
+        parent = self.parent
+        outer = False
         try:
             test_ledger = self.test_ledger(scope)
             if test_ledger is not None:
                 holds.append((test_ledger, test_ledger.reserve(worst)))
             holds.append((self.ledger, self.ledger.reserve(worst)))
+            if parent is not None:
+                outer = True  # the enclosing guard records its own refusal, explained
+                holds.extend(parent._reserve(parent.scope, worst, notes))
         except BudgetExceededError as exc:
             for ledger, reservation in holds:
                 ledger.release(reservation)
-            refused = exc.explained(notes) if notes else exc
+            refused = exc.explained(notes) if notes and not outer else exc
             with self._lock:
                 self.refusals.append(Refusal(scope.tag, refused.scope, worst, str(refused)))
             if refused is exc:
@@ -306,7 +336,7 @@ class CostGuard:
         """
         scope = self.scope
         config = self.config
-        budgeted = not replay and (self.ledger.limit is not None or scope.budget is not None)
+        budgeted = not replay and (self.budget_applies(scope))
         worst = _ZERO
         notes: list[str] = []
         models: list[str] = []
@@ -346,6 +376,7 @@ class CostGuard:
             batch_requests=parts,
             replayed=replay,
             notes=why,
+            outer=self._outer_tags(),
         )
         with self._lock:
             self._open[id(ticket)] = ticket
@@ -367,8 +398,14 @@ class CostGuard:
             with self._lock:
                 self.refusals.append(Refusal(scope.tag, where, _ZERO, str(refused)))
             raise refused
+        parent = self.parent
+        if parent is not None and parent.budget_applies(parent.scope):
+            # An enclosing run's budget applies: it refuses the call (and records why), whichever run holds it.
+            parent.begin_unbounded(endpoint, why, advice=advice, retries=retries)
         holds = self._reserve(scope, _ZERO, ())
-        ticket = Ticket(scope.tag, endpoint, endpoint, _ZERO, 0, False, retries, holds, None, False)
+        ticket = Ticket(
+            scope.tag, endpoint, endpoint, _ZERO, 0, False, retries, holds, None, False, outer=self._outer_tags()
+        )
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket
@@ -576,6 +613,19 @@ class CostGuard:
         for listener in self.listeners:
             listener(record)
         deliver(record, self)
+        parent = self.parent
+        for tag in ticket.outer:
+            if parent is None:
+                break
+            parent._adopt(replace(record, tag=tag))
+            parent = parent.parent
+
+    def _adopt(self, record: CostRecord) -> None:
+        """Keep a record an inner guard settled (its money is already in this guard's ledgers)."""
+        with self._lock:
+            self.records.append(record)
+        for listener in self.listeners:
+            listener(record)
 
     def settle_incomplete(self, ticket: Ticket, usage: Usage | None, model: str | None = None) -> CostRecord:
         """Charge an attempt whose usage never fully arrived (a stream cut or abandoned) conservatively.

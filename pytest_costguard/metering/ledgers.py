@@ -55,6 +55,9 @@ class LedgerRequest:
     """Names the run in the shared ledger's records (a worker gets its controller's)."""
     machine: str | None = None
     """Names the machine in the shared ledger's records (default: the host name)."""
+    join: bool = False
+    """`path` is the session's own new file (its child processes may have created it first): join it rather
+    than start it afresh, and leave it to the session to remove."""
 
 
 def open_session_ledger(
@@ -63,7 +66,7 @@ def open_session_ledger(
     """Open the session's ledger; return it and what to call, in order, when the session ends."""
     if request.url is not None:
         return _open_redis(request, tag_source)
-    if request.role == "worker" and not request.shared:
+    if request.role == "worker" and not request.shared and request.path is None:
         return InMemoryLedger(limit=request.budget, scope="session"), []
     if request.role != "worker" and request.path is None and not (
         request.role == "controller" and request.budget is not None
@@ -71,8 +74,7 @@ def open_session_ledger(
         return InMemoryLedger(limit=request.budget, scope="session"), []
     from .sqlite_ledger import LedgerError, SqliteLedger  # sqlite3 is not free to import
 
-    if request.role == "worker":
-        assert request.shared is not None
+    if request.role == "worker" and request.shared:
         if request.shared_host != socket.gethostname():
             # Separate files would multiply the budget by the number of hosts: refuse rather than overspend.
             raise LedgerChoiceError(
@@ -89,14 +91,12 @@ def open_session_ledger(
 
     scratch = None if request.path is not None else tempfile.mkdtemp(prefix="pytest-costguard-")
     path = request.path if request.path is not None else Path(str(scratch)) / "ledger.sqlite3"
+    worker = {"controller": "controller", "worker": request.worker}.get(request.role)
     try:
-        ledger = SqliteLedger.fresh(
-            path,
-            request.budget,
-            "session",
-            worker="controller" if request.role == "controller" else None,
-            tag_source=tag_source,
-        )
+        if request.join and request.path is not None:
+            ledger = SqliteLedger(path, request.budget, "session", worker=worker, tag_source=tag_source)
+        else:
+            ledger = SqliteLedger.fresh(path, request.budget, "session", worker=worker, tag_source=tag_source)
     except (LedgerError, OSError) as exc:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -135,10 +135,11 @@ class CostRun:
 
         guard = self.guard
         guard.settle_open()  # streams never closed are charged before the records leave
+        # Its own calls and those it read back (its child processes'), so they reach the controller's report.
         return {
-            "records": [record_to_dict(r) for r in guard.records],
-            "refusals": [refusal_to_dict(r) for r in guard.refusals],
-            "failed_attempts": guard.failed_attempts,
+            "records": [record_to_dict(r) for r in self.records],
+            "refusals": [refusal_to_dict(r) for r in self.refusals],
+            "failed_attempts": self.failed_attempts,
             "preflight_calls": guard.preflight_calls,
             "preflight_failed": guard.preflight_failed,
             "outcomes": dict(self.outcomes),

@@ -315,6 +315,8 @@ class SqliteLedger:
         self._host = socket.gethostname()
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._holder_pid: int | None = None
+        """This process, when it started the ledger (`fresh`) and holds it until `close`."""
         self._conn: sqlite3.Connection | None = None
         self._conn = self._open(create=create)
         self._cursor = self._conn.cursor()
@@ -335,14 +337,39 @@ class SqliteLedger:
         scope: str = "session",
         **kwargs: Any,
     ) -> SqliteLedger:
-        """Start a new ledger at `path`, replacing an earlier ledger there (never another kind of file)."""
+        """Start a new ledger at `path`, replacing an earlier ledger there (never another kind of file).
+
+        The new ledger names this process as its holder until `close`: another run that would start afresh on
+        the same path while this one lives is refused (`LedgerError`) rather than deleting a live ledger.
+        """
         target = Path(path)
+        if target.exists() and not target.is_file():
+            raise LedgerError(f"{target}: not a regular file (a directory or a device cannot hold a ledger)")
         if target.exists() and target.stat().st_size > 0:
             read_ledger(target)  # raises LedgerError for anything that is not one of our ledgers
+            _refuse_if_held(target)
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{target}{suffix}").unlink(missing_ok=True)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return cls(target, limit, scope, create=True, **kwargs)
+        ledger = cls(target, limit, scope, create=True, **kwargs)
+        try:
+            ledger._claim()
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    def _claim(self) -> None:
+        """Name this process (pid and host) as the ledger's holder, until `close`."""
+        try:
+            with self._write() as cursor:
+                cursor.execute(
+                    "INSERT OR REPLACE INTO costguard_meta (key, value) VALUES (?, ?)",
+                    (_HOLDER_KEY, f"{os.getpid()}@{self._host}"),
+                )
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: cannot write the ledger ({exc})") from None
+        self._holder_pid = os.getpid()
 
     # -- connection ------------------------------------------------------------------------------------------
     def _open(self, *, create: bool) -> sqlite3.Connection:
@@ -364,6 +391,10 @@ class SqliteLedger:
                 )
             _add_missing_columns(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            conn.close()
+            # A read-only file or place, a full disk: a usage error naming the path, not a traceback.
+            raise LedgerError(f"{self.path}: cannot hold a ledger here ({exc})") from None
         except BaseException:
             conn.close()
             raise
@@ -400,6 +431,13 @@ class SqliteLedger:
 
     def close(self) -> None:
         """Close this process's connection (the file stays; other processes are unaffected)."""
+        if self._holder_pid == os.getpid() and self._conn is not None:
+            self._holder_pid = None
+            try:
+                with self._write() as cursor:
+                    cursor.execute("DELETE FROM costguard_meta WHERE key = ?", (_HOLDER_KEY,))
+            except (sqlite3.Error, LedgerError):
+                pass  # a holder that is gone no longer blocks: the next run checks its pid
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
@@ -750,6 +788,35 @@ def _refusals(conn: sqlite3.Connection, worker: str | None) -> list[Refusal]:
         Refusal(tag, scope, _money(amount), message, worker)
         for tag, scope, amount, message, worker in conn.execute(query, args)
     ]
+
+
+_HOLDER_KEY = "holder"
+"""`costguard_meta` key: "pid@host" of the run that started the ledger, while it runs."""
+
+
+def _refuse_if_held(target: Path) -> None:
+    """Raise `LedgerError` when the run that started the ledger at `target` still runs."""
+    conn = _connect(target, mode="ro", timeout=30.0)
+    try:
+        row = conn.execute("SELECT value FROM costguard_meta WHERE key = ?", (_HOLDER_KEY,)).fetchone()
+    except sqlite3.Error:
+        row = None
+    finally:
+        conn.close()
+    if row is None:
+        return
+    pid_text, _, host = str(row[0]).partition("@")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return
+    if host == socket.gethostname() and (pid == os.getpid() or not pid_alive(pid)):
+        return  # its holder is gone (killed before it could let go): the ledger can be replaced
+    raise LedgerError(
+        f"{target}: in use by a running pytest session (pid {pid} on host {host}); starting afresh would delete "
+        "its ledger: wait for it to finish, or give this run another --llm-ledger path"
+        + ("" if host == socket.gethostname() else " (if that run is gone, delete the file)")
+    )
 
 
 def read_ledger(path: str | os.PathLike[str]) -> LedgerSnapshot:

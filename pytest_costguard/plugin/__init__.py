@@ -12,7 +12,7 @@ docs/configuration.md). `CostguardSession.activate` is the one place that turns 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -35,11 +35,13 @@ from .marks import MARKERS, LlmMarks, read_marks
 from .options import add_options, asked_for, option_getter, user_path
 from .replay import ReplaySession
 from .settings import Settings, SettingsError, describe, resolve_settings
+from .xdist import is_xdist_controller
 
 if TYPE_CHECKING:
     from _pytest.nodes import Node
 
     from ..core.pricing import PriceBook
+    from ..metering.children import ChildSession
     from ..metering.guard import CostGuard
     from ..metering.run import CostRun
     from ..reports.baseline import BaselineComparison
@@ -102,7 +104,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = CostguardSession(config, settings, baseline)
     config.stash[_SESSION_KEY] = session
     config.pluginmanager.register(session, "costguard-session")
-    from .xdist import is_xdist_controller, register_xdist_hooks
+    from .xdist import register_xdist_hooks
 
     asked = asked_for(config)
     if asked is not None:
@@ -182,6 +184,12 @@ class CostguardSession:
         """Record and replay (`--llm-record`, `@pytest.mark.llm_record`)."""
         self.active_because: str | None = None
         """What turned metering on (an option, a marker, a fixture); None while the plugin is inert."""
+        self._enclosing: Callable[[], CostGuard | None] | None = None
+        """The guard of the run this one runs inside (`pytest.main` in a test), or None."""
+        self._children: ChildSession | None = None
+        self._scratch: str | None = None
+        self._finished = False
+        """Set once the report is written: later calls are refused, never sent unmetered."""
 
     @property
     def active(self) -> bool:
@@ -193,16 +201,61 @@ class CostguardSession:
 
         Clients built from now on carry the middleware; clients built before (at import or collection time,
         when only a marker or fixture asks) send each call through a copy of themselves that carries it.
+        Threads the run starts charge the test that started them (`metering.threads`); Python processes it
+        starts are metered under its budget (`metering.children`); a run inside a run stays under the outer
+        one's budget.
         """
         if self.active_because is not None:
             return
+        from ..metering import children, threads
         from ..providers.anthropic import patch
+        from .xdist import is_xdist_worker
 
         self.active_because = because
+        if is_xdist_worker(self.config):
+            children.detach()  # started by a metered controller: the worker joins its ledger itself
+        self._enclosing = patch.enclosing()
         # The guard itself is built on the first LLM call: a suite that makes none never imports its machinery.
         patch.install(self._guard)
+        threads.install()
+        self._children = self._export_children()
+
+    def _export_children(self) -> ChildSession | None:
+        """Name this session to the processes it starts, and pick the file its ledger shares with them."""
+        if self.settings.redis_url is not None:
+            return None  # children of a Redis run are outside the guarantee (docs/budgets.md)
+        import socket
+        import tempfile
+
+        from ..metering.children import ChildSession, child_label, export
+        from .xdist import LEDGER_KEY
+
+        workerinput = getattr(self.config, "workerinput", None)
+        shared = workerinput.get(LEDGER_KEY) if workerinput is not None else None
+        if shared is not None:
+            path = str(shared)
+        elif workerinput is None and self.settings.ledger is not None:
+            path = str(user_path(self.config, "llm_ledger", self.settings.ledger).resolve())
+        else:
+            self._scratch = tempfile.mkdtemp(prefix="pytest-costguard-")
+            path = os.path.join(self._scratch, "ledger.sqlite3")
+        worker = workerinput.get("workerid") if workerinput is not None else None
+        if worker is None and is_xdist_controller(self.config):
+            worker = "controller"
+        budget = self.settings.budget
+        session = ChildSession(path, None if budget is None else str(budget), child_label(worker), socket.gethostname())
+        export(session)
+        return session
 
     def _guard(self) -> CostGuard:
+        if self._finished:
+            from ..metering.guard import RunFinishedError
+
+            raise RunFinishedError(
+                "pytest-costguard: this call was made after the metered run wrote its report (a thread or a "
+                "client that outlived the run), so it could not be counted: it was not sent. Finish background "
+                "work before the session ends."
+            )
         return self.run.guard
 
     def _build_guard(self) -> CostGuard:
@@ -219,8 +272,10 @@ class CostguardSession:
             free_endpoints=settings.free_endpoints,
             preflight=settings.preflight,
         )
+        children = self._children
         try:
-            ledger, cleanups = open_session_ledger(ledger_request(self.config, settings), self._running_test)
+            request = ledger_request(self.config, settings, None if children is None else children.ledger)
+            ledger, cleanups = open_session_ledger(request, self._running_test)
         except LedgerChoiceError as exc:
             raise pytest.UsageError(str(exc)) from None
         for cleanup in reversed(cleanups):  # cleanups run last in, first out
@@ -229,7 +284,25 @@ class CostguardSession:
         guard.tapes = self.replay.recorder
         guard.scope_owner = self
         guard.fallback_scope = self._scope
+        enclosing = self._enclosing() if self._enclosing is not None else None
+        guard.parent = enclosing if enclosing is not guard else None
         return guard
+
+    def collect_children(self) -> None:
+        """Add what the processes this session started spent (from the shared ledger) to its run."""
+        children = self.run_children
+        if children is None or not os.path.exists(children.ledger):
+            return
+        from ..metering.sqlite_ledger import SqliteLedger
+
+        ledger = self.run.guard.ledger
+        if isinstance(ledger, SqliteLedger):
+            self.run.add_remote(ledger.records(worker=children.label), ledger.refusals(worker=children.label))
+
+    @property
+    def run_children(self) -> ChildSession | None:
+        """What this session told its child processes, or None when it starts none that it meters."""
+        return self._children
 
     def price_book(self) -> PriceBook:
         """The session's prices: the user's overrides, or genai-prices (made on first use, then shared)."""
@@ -246,9 +319,18 @@ class CostguardSession:
         """Stop metering (clients built during the run pass calls through untouched afterwards)."""
         if self.active_because is None:
             return
+        from ..metering import children, threads
         from ..providers.anthropic import patch
 
-        patch.uninstall(self._guard)
+        self._finished = True
+        patch.uninstall(self._guard, ended=self._guard)  # clients built meanwhile refuse from now on
+        threads.uninstall()
+        if self._children is not None:
+            children.withdraw()
+        if self._scratch is not None:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     # -- hooks -------------------------------------------------------------------------------------------------
     def pytest_report_header(self) -> str | None:
@@ -292,12 +374,18 @@ class CostguardSession:
         self._set_fallback(scope)
         if self.replay.open(item.nodeid, marks.record) is not None:
             self._share_tapes()
+        if self._children is not None:
+            from ..metering.children import enter_test
+
+            enter_test(item.nodeid, marks.budget)  # the processes this test starts charge it
         try:
             with running(self, scope):
                 return (yield)
         finally:
             self._set_fallback(SESSION)
             self.replay.close(item.nodeid)
+            if self._children is not None:
+                enter_test(None, None)
 
     def _share_tapes(self) -> None:
         """Hand the replay recorder to a guard built before any test recorded or replayed."""
@@ -355,6 +443,8 @@ class CostguardSession:
             return  # an xdist worker sends its spend to the controller (xdist.py), which reports for the run
         run = self.run
         run.finish()
+        self.collect_children()
+        self._finished = True
         if not (run.happened or self.settings.reports or self.baseline or self.settings.history):
             return  # no call, nothing asked for: an idle suite pays nothing here
         for labels in self.config.hook.pytest_costguard_report_labels(config=self.config):

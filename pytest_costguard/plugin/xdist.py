@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -66,8 +67,12 @@ def is_xdist_controller(config: pytest.Config) -> bool:
     )
 
 
-def ledger_request(config: pytest.Config, settings: Settings) -> LedgerRequest:
-    """What this process's role asks of the session ledger (see `metering.ledgers`)."""
+def ledger_request(config: pytest.Config, settings: Settings, shared_file: str | None = None) -> LedgerRequest:
+    """What this process's role asks of the session ledger (see `metering.ledgers`).
+
+    `shared_file` is the file the session told its child processes to join (`metering.children`): without
+    `--llm-ledger` the session keeps its ledger there, so they share its budget.
+    """
     from ..metering.ledgers import LedgerRequest
 
     workerinput: Mapping[str, Any] | None = getattr(config, "workerinput", None)
@@ -87,15 +92,23 @@ def ledger_request(config: pytest.Config, settings: Settings) -> LedgerRequest:
             machine=os.environ.get("COSTGUARD_MACHINE") or None,
         )
     if workerinput is not None:
+        shared = workerinput.get(LEDGER_KEY)
         return LedgerRequest(
             settings.budget,
             "worker",
-            shared=workerinput.get(LEDGER_KEY),
+            shared=shared,
             shared_host=workerinput.get(HOST_KEY),
             worker=workerinput.get("workerid"),
+            # A worker of a controller that shares no file keeps its own, which its children join.
+            path=Path(shared_file) if shared is None and shared_file is not None else None,
+            join=True,
         )
-    path = user_path(config, "llm_ledger", settings.ledger) if settings.ledger is not None else None
-    return LedgerRequest(settings.budget, "controller" if is_xdist_controller(config) else "single", path=path)
+    role = "controller" if is_xdist_controller(config) else "single"
+    if settings.ledger is not None:
+        return LedgerRequest(settings.budget, role, path=user_path(config, "llm_ledger", settings.ledger))
+    # The session's own file, which its children may have opened first: joined, never started afresh.
+    path = Path(shared_file) if shared_file is not None else None
+    return LedgerRequest(settings.budget, role, path=path, join=True)
 
 
 class XdistHooks:
@@ -153,6 +166,7 @@ class XdistHooks:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         config = session.config
         if is_xdist_worker(config) and self.session.active:
+            self.session.collect_children()  # the worker's children reach the controller in its output
             config.workeroutput[OUTPUT_KEY] = self.session.run.output()  # type: ignore[attr-defined]
             config.workeroutput[REPLAY_KEY] = self.session.replay.output()  # type: ignore[attr-defined]
 

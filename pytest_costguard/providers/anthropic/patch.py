@@ -6,9 +6,11 @@ pricing code. The middleware module is imported when the first client is built.
 
 The patch comes in pairs, like pytest-recording's install and uninstall: `prepare` (or the first `install`)
 adds a meta-path hook and wraps the SDK's client constructors and `request` methods; `restore` (or the last
-`uninstall`) puts the originals back and removes the hook. Clients built while it was on keep the middleware,
-which passes every call through untouched once no guard is installed; clients built before it send each call,
-while a guard is installed, through a copy the SDK makes with the middleware added (`_metered_copy`).
+`uninstall`) puts the originals back and removes the hook. Clients built while it was on keep the middleware;
+once no guard is installed it asks what the last `uninstall` left (`ended`: a finished run refuses, so a call
+cannot go out unmetered after the report is written), or passes calls through untouched when nothing was left.
+Clients built before it send each call, while a guard is installed, through a copy the SDK makes with the
+middleware added (`_metered_copy`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ...metering.guard import CostGuard
 
-__all__ = ["install", "is_installed", "is_patched", "prepare", "restore", "uninstall"]
+__all__ = ["enclosing", "install", "is_installed", "is_patched", "prepare", "restore", "uninstall"]
 
 
 def _getter(guard: CostGuard | Callable[[], CostGuard | None]) -> Callable[[], CostGuard | None]:
@@ -36,9 +38,15 @@ _wrapped: list[tuple[type[Any], Any, bool]] = []
 """Each constructor we wrapped: (class, its original `__init__`, whether the class defined it itself)."""
 
 
+_ended: list[Callable[[], CostGuard | None]] = []
+"""What answers the middleware once no guard is left: the last uninstalled run's (it refuses), or nothing."""
+
+
 def _active_guard() -> CostGuard | None:
     # A factory (the pytest session's) builds its guard on the first call: idle suites never pay for one.
-    return _guards[-1][1]() if _guards else None
+    if _guards:
+        return _guards[-1][1]()
+    return _ended[0]() if _ended else None
 
 
 def _shared_middleware() -> Any:
@@ -203,11 +211,24 @@ def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
     run): `uninstall` gives metering back to the outer guard, and the last one restores the SDK.
     """
     _guards.append((guard, _getter(guard)))
+    _ended.clear()
     prepare()
 
 
-def uninstall(guard: CostGuard | Callable[[], CostGuard] | None = None) -> None:
-    """Stop metering through `guard` (the innermost one by default); without guards left, `restore` the SDK."""
+def enclosing() -> Callable[[], CostGuard | None] | None:
+    """The getter of the innermost installed guard (a run inside a run links to it), or None."""
+    return _guards[-1][1] if _guards else None
+
+
+def uninstall(
+    guard: CostGuard | Callable[[], CostGuard] | None = None,
+    *,
+    ended: Callable[[], CostGuard | None] | None = None,
+) -> None:
+    """Stop metering through `guard` (the innermost one by default); without guards left, `restore` the SDK.
+
+    `ended` answers the clients built meanwhile once no guard is left (a finished run's getter, which refuses).
+    """
     if guard is None:
         if _guards:
             _guards.pop()
@@ -217,6 +238,8 @@ def uninstall(guard: CostGuard | Callable[[], CostGuard] | None = None) -> None:
                 del _guards[index]
                 break
     if not _guards:
+        if ended is not None:
+            _ended[:] = [ended]
         restore()
 
 
