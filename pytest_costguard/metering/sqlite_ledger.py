@@ -10,6 +10,8 @@ commits in WAL mode with `synchronous=NORMAL`: a committed transaction is in the
 returns, so a run killed with SIGKILL leaves a file `read_ledger` and `costguard report` can account for to the
 last settled call. Only an operating-system crash or a power cut may lose the last commits; syncing every
 settlement to the disk (`synchronous=FULL`) would guard against that too, at about five times the cost.
+The WAL is copied back into the file (checkpointed) by a thread of the writing process, about as often as
+SQLite's automatic checkpoint would, so that no call waits for its syncs (`_Checkpointer`).
 
 Money is exact, never SQLite REAL. Every reservation and every record keeps its amount as Decimal text, as
 given. For admission the ledger also counts whole picodollars ($1e-12) in SQLite integers, which add exactly
