@@ -29,6 +29,7 @@ SCRIPTS = (
     "bench_ledger.py",
     "bench_report.py",
     "bench_overhead.py",
+    "bench_stream.py",
     "bench_idle.py",
     "bench_money.py",
     "bench_instructions.py",

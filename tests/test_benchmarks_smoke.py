@@ -22,6 +22,7 @@ FIGURES = {
     "ledger.inmemory": True,
     "ledger.sqlite": True,
     "ledger.sqlite_floor_unsynced": False,
+    "ledger.sqlite_tail": True,
     "ledger.contention": True,
     **({"ledger.redis": False} if shutil.which("redis-server") else {}),
     "report.build_and_write": True,
@@ -35,6 +36,8 @@ FIGURES = {
     "idle.pytest_no_rewrite_cache": True,
     "money.saving": False,
     "money.breakdown": False,
+    "stream.create": True,
+    "stream.helper": True,
 }
 # bench_peers.py runs only where a peer package is installed (run_all.py skips it otherwise): its figures.
 PEER_FIGURES = {"peers.costguard": True, "peers.tracing_off": False, "peers.ranking": False}

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["CostRun", "classify_outcome"]
 
 _FAILED = ("failed", "error")
+_ZERO = Decimal(0)
 
 
 def classify_outcome(when: str, outcome: str, xfail: bool, previous: str | None) -> str | None:
@@ -69,6 +70,8 @@ class CostRun:
         self._remote_refusals: list[Refusal] = []
         self._remote_failed_attempts = 0
         self._remote_preflights = (0, 0)
+        self._refusals_by_test: dict[str, list[Refusal]] = {}
+        self._refusals_indexed = 0
 
     # -- the guard -------------------------------------------------------------------------------------------
     @property
@@ -109,9 +112,13 @@ class CostRun:
 
     def test_overspend(self, nodeid: str) -> Overspend | None:
         """How a test's settled spend in this process went over its own budget, or None when it did not."""
+        budget = self.test_budgets.get(nodeid)
+        records = self._by_test.get(nodeid)
+        if budget is None or not records:
+            return None  # most tests: no budget of their own, or no call (asked after every test phase)
         from ..core.budget import find_overspend
 
-        return find_overspend(self.records_of(nodeid), self.test_budgets.get(nodeid), f"test {nodeid}")
+        return find_overspend(records, budget, f"test {nodeid}")
 
     def records_of(self, nodeid: str) -> list[CostRecord]:
         """The calls a test made in this process (an index kept as calls settle)."""
@@ -119,14 +126,23 @@ class CostRun:
 
     def test_cost(self, nodeid: str) -> tuple[Decimal, int]:
         """What a test spent in this process, and in how many calls."""
-        records = self.records_of(nodeid)
-        return sum((r.cost_usd for r in records), Decimal(0)), len(records)
+        records = self._by_test.get(nodeid)
+        if not records:
+            return _ZERO, 0
+        return sum((r.cost_usd for r in records), _ZERO), len(records)
 
     def test_refusals(self, nodeid: str) -> list[Refusal]:
         """Calls of a test refused by its own budget."""
-        if self._guard is None:
+        refusals = self._guard.refusals if self._guard is not None else None
+        if not refusals:
             return []
-        return [r for r in self._guard.refusals if r.tag == nodeid and r.scope != "session"]
+        # Indexed as they come (the guard only appends): asked after each test, a scan would grow with the run.
+        index = self._refusals_by_test
+        for refusal in refusals[self._refusals_indexed :]:
+            if refusal.tag is not None and refusal.scope != "session":
+                index.setdefault(refusal.tag, []).append(refusal)
+        self._refusals_indexed = len(refusals)
+        return list(index.get(nodeid, ()))
 
     # -- other processes -------------------------------------------------------------------------------------
     def output(self) -> dict[str, Any]:

@@ -186,12 +186,18 @@ class SSEMeter:
 
     `message_start` carries the input and cache counts; `message_delta` carries the cumulative output count
     (overwrite, never add). The stream is complete only once `message_delta` has arrived.
+
+    Only the events that can carry usage (or an error) are parsed: each chunk is cut at its last complete
+    event, and that stretch is searched for the names `message_start`, `message_delta` and `error` before
+    anything is decoded. A content delta (most of a stream) is never split into events nor handed to
+    `json.loads`; one whose text happens to contain such a name is parsed and then ignored by its `type`.
+    The incomplete tail of a chunk is the only thing kept between chunks.
     """
 
-    __slots__ = ("_buffer", "_usage", "complete", "error", "model")
+    __slots__ = ("_tail", "_usage", "complete", "error", "model")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._tail = bytearray()
         self._usage: dict[str, Any] | None = None
         self.model: str | None = None
         self.complete = False
@@ -199,16 +205,50 @@ class SSEMeter:
 
     def feed(self, chunk: bytes) -> None:
         """Consume raw bytes of the stream."""
-        self._buffer += chunk
-        while True:
-            cut = _event_end(self._buffer)
-            if cut is None:
-                return
-            raw, self._buffer = self._buffer[: cut[0]], self._buffer[cut[1] :]
-            self._on_event(raw)
+        tail = self._tail
+        if tail:
+            # An event began in an earlier chunk (or a separator may straddle the two): join them once.
+            tail += chunk
+            data: bytes | bytearray = tail
+        elif chunk.endswith(b"\n\n") and chunk.find(b"message_") == -1 and chunk.find(b"error") == -1:
+            return  # whole events, none of them read (most chunks: a server flushes one content delta each)
+        else:
+            data = chunk
+        end, rest = _last_event_end(data)
+        if end < 0:
+            if data is chunk:
+                tail += chunk
+            return
+        if _wanted_at(data, 0, end) != -1:
+            self._scan(data, end)
+        if data is chunk:
+            if rest < len(chunk):
+                tail += memoryview(chunk)[rest:]
+        else:
+            del tail[:rest]
+
+    def _scan(self, data: bytes | bytearray, end: int) -> None:
+        """Parse each complete event of `data[:end]` that names an event type carrying usage (or an error)."""
+        pos = 0
+        while (at := _wanted_at(data, pos, end)) != -1:
+            start = max(data.rfind(b"\n\n", 0, at), data.rfind(b"\r\r", 0, at), data.rfind(b"\r\n\r\n", 0, at))
+            pos = _event_end_after(data, at, end)
+            self._on_event(bytes(data[max(start, 0) : pos]))
 
     def _on_event(self, raw: bytes) -> None:
-        data = b"".join(line[5:].lstrip(b" ") for line in raw.splitlines() if line.startswith(b"data:"))
+        at = raw.find(b"data:")
+        if at == -1:
+            return
+        if raw.find(b"data:", at + 5) == -1 and (at == 0 or raw[at - 1] in b"\r\n"):
+            # One data line, as the API sends: its value runs to the end of the line.
+            end = len(raw)
+            for newline in (b"\n", b"\r"):
+                found = raw.find(newline, at + 5, end)
+                if found != -1:
+                    end = found
+            data = raw[at + 5 : end].lstrip(b" ")
+        else:
+            data = b"".join(line[5:].lstrip(b" ") for line in raw.splitlines() if line.startswith(b"data:"))
         if not data:
             return
         try:
@@ -240,14 +280,51 @@ class SSEMeter:
         return None if self._usage is None else usage_from_response(self._usage)
 
 
-def _event_end(buffer: bytes) -> tuple[int, int] | None:
-    """Find the end of the first complete SSE event: (end of event, start of the next)."""
-    best: tuple[int, int] | None = None
-    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
-        at = buffer.find(sep)
-        if at != -1 and (best is None or at < best[0]):
-            best = (at, at + len(sep))
-    return best
+_SEPARATORS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+_USAGE_EVENTS = (b"start", b"delta")
+
+
+def _wanted_at(data: bytes | bytearray, pos: int, end: int) -> int:
+    """Return where `data[pos:end]` first names `message_start`, `message_delta` or `error`, or -1.
+
+    Two `find`s over the bytes and nothing decoded: the meter's whole cost for an event it does not read.
+    """
+    error = data.find(b"error", pos, end)
+    limit = end if error == -1 else error
+    at = data.find(b"message_", pos, limit)
+    while at != -1:
+        if data[at + 8 : at + 13] in _USAGE_EVENTS:
+            return at
+        at = data.find(b"message_", at + 8, limit)
+    return error
+
+
+def _last_event_end(data: bytes | bytearray) -> tuple[int, int]:
+    """Find where the last complete SSE event of `data` ends: (its separator's start, what follows), or (-1, 0)."""
+    # The usual chunk holds whole events, as a server flushes them: no search.
+    if data.endswith(b"\n\n"):
+        return len(data) - 2, len(data)
+    if data.endswith(b"\r\n\r\n"):
+        return len(data) - 4, len(data)
+    end, rest = -1, 0
+    for sep in _SEPARATORS:
+        at = data.rfind(sep)
+        if at != -1 and at + len(sep) > rest:
+            end, rest = at, at + len(sep)
+    return end, rest
+
+
+def _event_end_after(data: bytes | bytearray, pos: int, end: int) -> int:
+    """Return where the event holding offset `pos` ends (its separator's start), at most `end`."""
+    at = data.find(b"\n\n", pos, end)
+    if at != -1:
+        end = at
+    if data.find(b"\r", pos, end) != -1:  # CR line ends (rare): look for their separators too
+        for sep in (b"\r\n\r\n", b"\r\r"):
+            at = data.find(sep, pos, end)
+            if at != -1:
+                end = at
+    return end
 
 
 def _finish_stream(guard: CostGuard, ticket: Ticket, meter: SSEMeter) -> None:
@@ -279,6 +356,9 @@ class _BodyMeter:
 
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes of the body, as the caller gets them."""
+        if self._kind == "sse":
+            self._sse.feed(chunk)
+            return
         if self._kind is None:
             self._body.append(chunk)
             head = b"".join(self._body).lstrip()
@@ -337,8 +417,9 @@ def _make_stream_class(asynchronous: bool) -> type[Any]:
                 self._inner, self._meter = inner, meter
 
             async def __aiter__(self) -> AsyncIterator[bytes]:
+                feed = self._meter.feed
                 async for chunk in self._inner:
-                    self._meter.feed(chunk)
+                    feed(chunk)
                     yield chunk
 
             async def aclose(self) -> None:
@@ -354,8 +435,9 @@ def _make_stream_class(asynchronous: bool) -> type[Any]:
             self._inner, self._meter = inner, meter
 
         def __iter__(self) -> Iterator[bytes]:
+            feed = self._meter.feed
             for chunk in self._inner:
-                self._meter.feed(chunk)
+                feed(chunk)
                 yield chunk
 
         def close(self) -> None:
