@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from ..core.budget import DEFAULT_RULES, BoundRules, BudgetExceededError, bound_request
+from ..core.budget import DEFAULT_RULES, BoundRules, BudgetExceededError, bound_request, refusal_frame
 from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
 from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
 from ..core.routing import RoutePolicy
@@ -96,6 +96,7 @@ class CostGuard:
         `UnknownModelPrice` when the model it would go to has no known price and a budget applies: without a
         budget such a call is sent and recorded unpriced, since observing must never break a test.
         """
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         scope = self.scope
         config = self.config
         requested = body.get("model", "")
@@ -140,6 +141,7 @@ class CostGuard:
 
     def _reserve(self, scope: Scope, worst: Decimal, notes: tuple[str, ...]) -> list[tuple[Ledger, Reservation]]:
         """Hold `worst` against the test's budget and the session's, or record the refusal and raise it."""
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         holds: list[tuple[Ledger, Reservation]] = []
         try:
             test_ledger = self.test_ledger(scope)
@@ -163,6 +165,7 @@ class CostGuard:
         The whole batch is refused (nothing is sent) when that sum does not fit a budget. Its results come up
         to 24 hours later, so the batch is charged that worst case, marked estimated, when it is created.
         """
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         scope = self.scope
         config = self.config
         budgeted = self.ledger.limit is not None or scope.budget is not None

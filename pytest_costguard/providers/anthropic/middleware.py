@@ -19,6 +19,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ...core.budget import refusal_frame
 from ...core.pricing import Usage, usage_from_response
 from .patch import _getter, install, is_installed, prepare, uninstall
 
@@ -339,6 +340,7 @@ class _Middleware:
         self._guard = guard
 
     def _admit(self, request: APIRequest) -> _Attempt | None:
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         guard = self._guard()
         body = request.json
         if guard is None:
@@ -362,6 +364,7 @@ def _make_middleware_class() -> type[Any]:
         """Anthropic client middleware that meters Messages calls through a `CostGuard`."""
 
         def handle(self, request: APIRequest, call_next: Any) -> Any:
+            __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
             attempt = self._admit(request)
             if attempt is None:
                 return call_next(request)
@@ -380,6 +383,7 @@ def _make_middleware_class() -> type[Any]:
             return response
 
         async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
+            __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
             attempt = self._admit(request)
             if attempt is None:
                 return await call_next(request)
