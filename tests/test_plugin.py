@@ -193,7 +193,9 @@ def test_the_default_per_test_budget_comes_from_the_ini_file(fake_pytester: pyte
     _suite(fake_pytester, "def test_two_calls(): ask(); ask()")
     result = fake_pytester.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*LLM call not sent: worst case $*, but only $0.004 of this test's budget ($0.004) is left*"])
+    result.stdout.fnmatch_lines(
+        ["*LLM call not sent: worst case $*, but only $0.004 of this test's budget ($0.004) is left*"]
+    )
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "0x", "nan", "inf", "1e999999999999"])
