@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # about 45 s: .ci/run runs it as a step of its own
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 # Figure key -> whether its line carries a target verdict.

@@ -137,7 +137,7 @@ def test_a_call_billed_above_its_worst_case_is_flagged_in_the_report() -> None:
     assert record.reserved_usd is not None and record.cost_usd > record.reserved_usd
     report = build_report(guard.records, {})
     assert report["worst_case_overruns"] == 1
-    assert any("cost more than their pre-send worst case" in line for line in terminal_lines(report))
+    assert any("1 call cost more than its pre-send worst case" in line for line in terminal_lines(report))
 
 
 @pytest.mark.parametrize(

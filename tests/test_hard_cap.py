@@ -178,7 +178,7 @@ def test_the_report_lists_session_and_test_overspends_and_says_which_happened() 
     ]
     assert report["overspent_usd"] == 0.004  # the larger of the session's and the tests' (summed) excess
     lines = verdict_lines(report)
-    assert lines[0].startswith("LLM BUDGET EXCEEDED: 1 call(s) refused by the session budget")
+    assert lines[0].startswith("LLM BUDGET EXCEEDED: 1 call refused by the session budget")
     assert lines[1].startswith("LLM BUDGET EXCEEDED: overspent $0.003: LLM session budget overspent")
     assert lines[2].startswith("LLM BUDGET EXCEEDED: overspent $0.004: LLM test t::b budget overspent")
     assert "**LLM BUDGET EXCEEDED: overspent $0.004" in render_markdown(report)
@@ -327,7 +327,7 @@ def test_x():
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
-        ["WARNING: 1 call(s) answered by a model with no known price (claude-nonesuch-9) were sent*llm_prices"]
+        ["WARNING: 1 call answered by a model with no known price (claude-nonesuch-9) was sent*llm_prices"]
     )
     report = _report(fake_pytester)
     assert report["unpriced_calls"] == 1
@@ -433,7 +433,7 @@ def test_x():
     result = fake_pytester.runpytest("--llm-budget=0.001")
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*LLM BUDGET EXCEEDED: 1 call(s) refused by the session budget*"])
+    result.stdout.fnmatch_lines(["*LLM BUDGET EXCEEDED: 1 call refused by the session budget*"])
 
 
 def test_a_batch_that_fits_is_charged_its_worst_case_at_batch_prices_marked_estimated(

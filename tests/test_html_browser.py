@@ -148,6 +148,7 @@ def test_the_table_sorts_and_filters_from_the_url(report_page: Path) -> None:
     assert inputs == sorted(inputs) and len(inputs) == 21  # 20 calls and the refused one
 
 
+@pytest.mark.slow
 def test_50000_calls_render_one_page_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from bench_report import workload

@@ -91,6 +91,7 @@ def billed(path: Path) -> list[str | None]:
     return [line["machine"] for line in lines]
 
 
+@pytest.mark.slow
 def test_concurrent_runs_on_one_key_never_bill_more_than_the_budget_and_their_reports_add_up(
     suite: pytest.Pytester, redis_server: RedisServer, redis_key: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -151,6 +152,7 @@ def test_after_the_server_is_lost():
 """
 
 
+@pytest.mark.slow
 def test_a_redis_lost_mid_run_refuses_calls_and_the_run_exits_non_zero(
     suite: pytest.Pytester, redis_servers: Callable[[], RedisServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,6 +201,7 @@ def test_bad_shared_budget_settings_are_usage_errors_naming_the_option(
     assert "hidden" not in result.stderr.str()
 
 
+@pytest.mark.slow
 def test_the_window_and_key_have_ini_twins(
     suite: pytest.Pytester, redis_server: RedisServer, redis_key: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -248,6 +251,7 @@ def test_one_call(i):
 """
 
 
+@pytest.mark.slow
 def test_an_xdist_worker_that_dies_mid_call_has_its_hold_charged_at_its_worst_case(
     suite: pytest.Pytester, redis_server: RedisServer, redis_key: str
 ) -> None:

@@ -115,6 +115,7 @@ def test_three_calls(i):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("worker_crash", [False, False, True], ids=["run-1", "run-2", "a-worker-crashes"])
 def test_workers_share_one_budget_and_never_bill_more_than_it(
     pytester: pytest.Pytester, billed_file: Path, worker_crash: bool
@@ -163,6 +164,7 @@ def test_workers_share_one_budget_and_never_bill_more_than_it(
     assert (died["calls"], died["outcome"]) == (1, "error")  # xdist reports a crash as an error
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_leaves_a_ledger_that_reports_its_finished_calls(
     pytester: pytest.Pytester, billed_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

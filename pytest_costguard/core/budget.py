@@ -42,7 +42,7 @@ from ..domain.models import lookup_model_family
 from ..domain.money import format_usd
 from ..domain.records import CostRecord
 from ..domain.request import Block, blocks, content_blocks
-from .pricing import US_ONLY_MULTIPLIER, PriceBook, Rates, default_price_book
+from .pricing import US_ONLY_MULTIPLIER, PriceBook, Rates, UnknownModelPrice, default_price_book
 
 __all__ = [
     "DEFAULT_RULES",
@@ -54,6 +54,7 @@ __all__ = [
     "bound_request",
     "find_overspend",
     "input_token_bound",
+    "refusal_frame",
     "worst_case_cost",
 ]
 
@@ -188,6 +189,15 @@ class BudgetExceededError(Exception):
             _rebuild_budget_error,
             (self.spent, self.limit, self.requested, self.scope, self.reserved, self.why),
         )
+
+
+def refusal_frame(excinfo: Any) -> bool:
+    """Tell pytest to hide a frame from a refused call's traceback (its `__tracebackhide__`), not from a bug's.
+
+    The guard's, ledgers' and middleware's frames explain nothing a refusal's message does not; any other error
+    raised through them keeps them. `excinfo` is pytest's `ExceptionInfo` (duck-typed: the core imports no pytest).
+    """
+    return bool(excinfo.errisinstance((BudgetExceededError, UnknownModelPrice)))
 
 
 def _rebuild_budget_error(

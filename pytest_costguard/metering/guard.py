@@ -13,7 +13,15 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal
 
-from ..core.budget import DEFAULT_RULES, Bound, BoundRules, BudgetExceededError, UnboundedCallError, bound_request
+from ..core.budget import (
+    DEFAULT_RULES,
+    Bound,
+    BoundRules,
+    BudgetExceededError,
+    UnboundedCallError,
+    bound_request,
+    refusal_frame,
+)
 from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
 from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book, usage_from_response
 from ..core.routing import RoutePolicy
@@ -165,6 +173,8 @@ class CostGuard:
 
         Raises `UnknownModelPrice` as `begin` does (not with `replay`: a recording may answer it).
         """
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         scope = self.scope
         config = self.config
         requested = body.get("model", "")
@@ -228,6 +238,7 @@ class CostGuard:
         `preflight_failure` says why a count that was asked for failed (the local bound then applies, never a
         smaller one). With `replay`, nothing is reserved (see `begin`).
         """
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         scope, body, rates = plan.scope, plan.body, plan.rates
         bound = plan.bound
         if counted is not None or preflight_failure is not None:
@@ -303,6 +314,7 @@ class CostGuard:
 
     def _reserve(self, scope: Scope, worst: Decimal, notes: tuple[str, ...]) -> list[tuple[Ledger, Reservation]]:
         """Hold `worst` against the test's budget and the session's, or record the refusal and raise it."""
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         holds: list[tuple[Ledger, Reservation]] = []
         parent = self.parent
         outer = False
@@ -334,6 +346,7 @@ class CostGuard:
         case, marked estimated, when the session ends (`settle_open`).
         With `replay`, nothing is reserved (see `begin`).
         """
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         scope = self.scope
         config = self.config
         budgeted = not replay and (self.budget_applies(scope))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple, Protocol
 
-from ..core.budget import BudgetExceededError
+from ..core.budget import BudgetExceededError, refusal_frame
 from ..domain.records import CostRecord
 
 __all__ = ["InMemoryLedger", "Ledger", "Reservation"]
@@ -94,6 +94,7 @@ class InMemoryLedger:
 
     def reserve(self, amount: Decimal) -> Reservation:
         """Hold `amount` or raise `BudgetExceededError` when it does not fit."""
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         with self._lock:
             if self.limit is not None and self._spent + self._held_total + amount > self.limit:
                 self._refused += 1

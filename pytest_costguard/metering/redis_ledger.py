@@ -56,7 +56,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..core.budget import BudgetExceededError
+from ..core.budget import BudgetExceededError, refusal_frame
 from ..domain.money import MoneyError, usd_from_json
 from ..domain.records import CostRecord, Refusal, record_from_dict, record_to_dict
 from .ledger import Reservation
@@ -424,6 +424,7 @@ class RedisLedger:
     # -- the Ledger protocol ---------------------------------------------------------------------------------
     def reserve(self, amount: Decimal) -> Reservation:
         """Hold `amount` or raise `BudgetExceededError` (refused) or `LedgerUnavailableError` (no server)."""
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         pico, _ = _pico_ceil(amount)
         tag = self._tag()
         now = self.clock()

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..core.budget import BudgetExceededError
+from ..core.budget import BudgetExceededError, refusal_frame
 from ..domain.money import MoneyError
 from ..domain.records import RECORD_FIELDS, CostRecord, Refusal, record_from_dict, record_to_dict
 from .ledger import Reservation
@@ -549,6 +549,7 @@ class SqliteLedger:
 
     def reserve(self, amount: Decimal) -> Reservation:
         """Hold `amount` or raise `BudgetExceededError` when it does not fit (the refusal is recorded)."""
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         pico, _ = _pico_ceil(amount)
         tag = self._tag() if self.tag_source is not None else None
         refusal: BudgetExceededError | None = None

@@ -12,7 +12,7 @@ docs/configuration.md). `CostguardSession.activate` is the one place that turns 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -130,6 +130,24 @@ def _load_baseline(config: pytest.Config, path: str) -> dict[str, Any]:
         return load_report(user_path(config, "llm_baseline", path))
     except ReportError as exc:
         raise pytest.UsageError(f"{source}: {exc}") from None
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Iterator[None]:
+    """Say that a report could not be written last, right above pytest's final line, and in that line.
+
+    Outermost, so it comes after the short test summary. The final line counts it as pytest counts warnings and
+    pytest-rerunfailures its reruns, through the reporter's stats ("1 passed, 1 cost report failed"): a run that
+    exits non-zero (status 4) must not end on a line that reads as a pass.
+    """
+    try:
+        return (yield)
+    finally:
+        session = config.stash.get(_SESSION_KEY, None)
+        if session is not None and session.write_errors:
+            for error in session.write_errors:
+                terminalreporter.write_line(f"pytest-costguard: {error}; the run fails", red=True, bold=True)
+            terminalreporter.stats.setdefault("cost report failed", []).append(session.write_errors)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -409,6 +427,20 @@ class CostguardSession:
             item.user_properties.append(("llm_cost_usd", str(cost)))
             item.user_properties.append(("llm_calls", str(calls)))
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.failed and call.excinfo is not None and self.run.started:
+            # A refused call fails its test in one line (what was refused, where), not a traceback through the SDK.
+            from .failures import refused_longrepr
+
+            longrepr = refused_longrepr(item, call.excinfo)
+            if longrepr is not None:
+                report.longrepr = longrepr
+        return report
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # First, so the terminal, JUnit XML, --lf, -x and xdist all see the verdict.
@@ -518,8 +550,6 @@ class CostguardSession:
         return comparison
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        for error in self.write_errors:
-            terminalreporter.write_line(f"pytest-costguard: {error}", red=True, bold=True)
         for warning in self.warnings:
             terminalreporter.write_line(f"pytest-costguard: warning: {warning}", yellow=True)
         replay_lines = self.replay.summary_lines()

@@ -193,6 +193,10 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
                 raise SettingsError(f"{source}: {exc}") from None
 
     reports_raw, src = _raw(get, "llm_report")
+    given, _ = get("llm_report")
+    if isinstance(given, list) and any(not str(p).strip() for p in given):
+        # `--llm-report=` (what `--llm-report=$UNSET` becomes): ignored, it would drop the report a gate reads.
+        raise SettingsError(f"{src}: the path is empty; give a file ending in .json, .md or .html")
     reports = tuple(p.strip() for p in (reports_raw or "").splitlines() if p.strip())
     for path in reports:
         if not path.lower().endswith((".json", ".md", ".markdown", ".html", ".htm")):

@@ -23,9 +23,12 @@ __all__ = [
     "SCHEMA",
     "ReportError",
     "build_report",
+    "cost_rows",
     "format_usd",
     "load_report",
+    "plural",
     "render_markdown",
+    "savings_line",
     "terminal_lines",
     "verdict_lines",
     "write_report",
@@ -209,6 +212,11 @@ def _overspend_json(overspend: Overspend) -> dict[str, Any]:
     }
 
 
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """Return "1 call", "2 calls": a count with its noun in agreement."""
+    return f"{count:,} {noun if count == 1 else plural_form or noun + 's'}"
+
+
 def verdict_lines(report: Mapping[str, Any]) -> list[str]:
     """Say why a run broke its budget ("LLM BUDGET EXCEEDED: ..."), one line per reason; empty when it did not."""
     if not report.get("budget_exceeded"):
@@ -217,7 +225,8 @@ def verdict_lines(report: Mapping[str, Any]) -> list[str]:
     refused = sum(1 for r in report.get("refusals", ()) if r["scope"] == "session")
     if refused:
         lines.append(
-            f"LLM BUDGET EXCEEDED: {refused} call(s) refused by the session budget (--llm-budget); the run fails."
+            f"LLM BUDGET EXCEEDED: {plural(refused, 'call')} refused by the session budget (--llm-budget); "
+            "the run fails."
         )
     for over in report.get("overspends", ()):
         lines.append(f"LLM BUDGET EXCEEDED: overspent {format_usd(over['over_usd'])}: {over['message']}")
@@ -245,9 +254,89 @@ def budget_line(report: Mapping[str, Any]) -> str:
     return f"{format_usd(total)} of {format_usd(budget)}, {share}%"
 
 
+def savings_line(report: Mapping[str, Any]) -> str | None:
+    """Say what routing and caching saved ("saved $0.313 by caching"); None when neither changed the cost.
+
+    A lever that cost more than it saved is said in words, never as a negative saving: routing when calls were
+    answered by a pricier model than the one asked for (a gateway substituted one, or a route map sends there),
+    caching when prompts were written to the cache (at 1.25x the input price) and not read back enough.
+    """
+    savings = report.get("savings") or {}
+    levers = [
+        ("routing", Decimal(str(savings.get("routing_usd", 0))), "the models asked for would have cost less"),
+        ("caching", Decimal(str(savings.get("caching_usd", 0))), "cache writes not read back enough"),
+        ("replay", Decimal(str(savings.get("replay_usd", 0))), "never: a replayed call costs nothing"),
+    ]
+    saved = [(name, amount) for name, amount, _ in levers if amount > 0]
+    cost = [(name, -amount, why) for name, amount, why in levers if amount < 0]
+    parts = []
+    if len(saved) == 1:
+        parts.append(f"saved {format_usd(saved[0][1])} by {saved[0][0]}")
+    elif saved:
+        each = ", ".join(f"{name} {format_usd(amount)}" for name, amount in saved)
+        parts.append(f"saved {format_usd(sum(a for _, a in saved))} ({each})")
+    parts += [f"{name} cost {format_usd(amount)} more ({why})" for name, amount, why in cost]
+    return "; ".join(parts) or None
+
+
 def _expensive(report: Mapping[str, Any], top: int) -> list[Mapping[str, Any]]:
     billed = [t for t in report["tests"] if t["calls"]]
     return sorted(billed, key=lambda t: (-t["cost_usd"], t["nodeid"]))[:top]
+
+
+_COLUMNS = ("cost", "calls", "input", "cache write", "cache read", "output")
+"""The figures of a cost table's row, in order: the four token kinds are what its cost is made of."""
+
+
+def _figures(totals: Mapping[str, Any]) -> tuple[str, ...]:
+    return (
+        format_usd(totals.get("cost_usd", 0)),
+        f"{totals.get('calls', 0):,}",
+        f"{totals.get('input_tokens', 0):,}",
+        f"{totals.get('cache_creation_input_tokens', 0):,}",
+        f"{totals.get('cache_read_input_tokens', 0):,}",
+        f"{totals.get('output_tokens', 0):,}",
+    )
+
+
+def _sum(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {"cost_usd": Decimal(0), "calls": 0, **{f: 0 for f in _TOKEN_FIELDS}}
+    for entry in entries:
+        total["cost_usd"] += Decimal(str(entry.get("cost_usd", 0)))
+        for name in ("calls", *_TOKEN_FIELDS):
+            total[name] += entry.get(name, 0)
+    return total
+
+
+def cost_rows(report: Mapping[str, Any], *, top: int) -> list[tuple[str, Mapping[str, Any]]]:
+    """The rows of the tests' cost table: the `top` most expensive tests, the rest summed in one row, and the
+    calls made outside tests; together they add up to the run's total."""
+    billed = _expensive(report, len(report["tests"]))
+    rows: list[tuple[str, Mapping[str, Any]]] = [(t["nodeid"], t) for t in billed[:top]]
+    rest = billed[top:]
+    if rest:
+        rows.append((f"({plural(len(rest), 'more test')})", _sum(rest)))
+    session = report.get("session") or {}
+    if session.get("calls"):
+        rows.append(("(outside tests)", session))
+    return rows
+
+
+def _counts_line(report: Mapping[str, Any]) -> str | None:
+    """Say what was not billed normally: failed attempts, estimated calls, refusals by tests' own budgets."""
+    parts = []
+    if report.get("failed_attempts"):
+        parts.append(f"{plural(report['failed_attempts'], 'failed attempt')} (not billed)")
+    if report.get("estimated_calls"):
+        parts.append(
+            f"{plural(report['estimated_calls'], 'call')} estimated (incomplete usage, charged conservatively)"
+        )
+    session_refused = sum(1 for r in report.get("refusals", ()) if r.get("scope") == "session")
+    refused = report.get("refused_calls", 0)
+    if refused > session_refused:
+        by_tests = refused - session_refused
+        parts.append(f"{plural(by_tests, 'call')} refused by tests' own budgets (not sent)")
+    return "; ".join(parts) or None
 
 
 def render_markdown(report: Mapping[str, Any], *, top: int = 20) -> str:
@@ -259,120 +348,86 @@ def render_markdown(report: Mapping[str, Any], *, top: int = 20) -> str:
     verdict = verdict_lines(report)
     if verdict:
         lines += [f"**{line}**" for line in verdict] + [""]
-    lines += [
-        f"- Total: **{budget_line(report)}**",
-        f"- Calls: {len(report['calls'])}, refused: {report['refused_calls']}, "
-        f"failed attempts (not billed): {report['failed_attempts']}, estimated: {report['estimated_calls']}",
-        f"- Saved: {format_usd(report['savings']['total_usd'])} "
-        f"(routing {format_usd(report['savings']['routing_usd'])}, "
-        f"caching {format_usd(report['savings']['caching_usd'])}"
-        f"{_replay_part(report)})",
-        "",
-        "### Most expensive tests",
-        "",
-    ]
-    lines += _table(
-        ("Test", "Calls", "Input", "Output", "Cache read", "Cost"),
-        (
-            (
-                f"`{t['nodeid']}`",
-                str(t["calls"]),
-                str(t["input_tokens"]),
-                str(t["output_tokens"]),
-                str(t["cache_read_input_tokens"]),
-                format_usd(t["cost_usd"]),
-            )
-            for t in _expensive(report, top)
-        ),
-    )
-    lines += ["", "### By model", ""]
-    lines += _table(
-        ("Model", "Calls", "Input", "Output", "Cost"),
-        (
-            (
-                f"`{m}`",
-                str(t["calls"]),
-                str(t["input_tokens"]),
-                str(t["output_tokens"]),
-                format_usd(t["cost_usd"]),
-            )
-            for m, t in report["by_model"].items()
-        ),
-    )
+    lines.append(f"- Total: **{budget_line(report)}**, {plural(len(report['calls']), 'call')}")
+    counts = _counts_line(report)
+    if counts:
+        lines.append(f"- {counts[0].upper()}{counts[1:]}")
+    saved = savings_line(report)
+    if saved:
+        lines.append(f"- {saved[0].upper()}{saved[1:]}")
+    rows = cost_rows(report, top=top)
+    header = tuple(c.capitalize() for c in _COLUMNS)
+    if rows:
+        lines += ["", "### Most expensive tests", ""]
+        lines += _table(
+            ("Test", *header),
+            ((f"`{name}`" if not name.startswith("(") else name, *_figures(t)) for name, t in rows),
+        )
+    if report["by_model"]:
+        lines += ["", "### By model", ""]
+        lines += _table(("Model", *header), ((f"`{m}`", *_figures(t)) for m, t in report["by_model"].items()))
     for extra in report.get("markdown_sections", ()):
         lines += ["", extra]
     return "\n".join(lines) + "\n"
 
 
-def _replay_part(report: Mapping[str, Any]) -> str:
-    """Say what replay saved (", replay $0.12"), or nothing when it saved nothing."""
-    saved = report["savings"].get("replay_usd")
-    return f", replay {format_usd(saved)}" if saved else ""
+def _aligned(rows: Sequence[tuple[str, Sequence[str]]], widths: Sequence[int]) -> list[str]:
+    """Lay out figures right-aligned, each row's name last (as pytest's --durations does), so a long node id
+    never pushes or truncates a figure."""
+    return ["  ".join(f.rjust(w) for f, w in zip(figures, widths, strict=True)) + "  " + name for name, figures in rows]
 
 
 def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
     """Render a report as plain lines for the terminal summary."""
     out: list[str] = []
-    expensive = _expensive(report, top)
-    if expensive:
-        width = min(max(len(t["nodeid"]) for t in expensive), 70)
-        out.append(f"{'test':<{width}}  {'calls':>5}  {'in tok':>8}  {'out tok':>8}  {'cost':>10}")
-        for t in expensive:
-            nodeid = t["nodeid"] if len(t["nodeid"]) <= width else "..." + t["nodeid"][-(width - 3) :]
-            out.append(
-                f"{nodeid:<{width}}  {t['calls']:>5}  {t['input_tokens']:>8}  {t['output_tokens']:>8}  "
-                f"{format_usd(t['cost_usd']):>10}"
-            )
-    session = report["session"]
-    if session["calls"]:
-        out.append(f"outside tests: {session['calls']} calls, {format_usd(session['cost_usd'])}")
-    out.append(
-        "by model: "
-        + ", ".join(
-            f"{m} {t['calls']} calls {format_usd(t['cost_usd'])}" for m, t in report["by_model"].items()
-        )
-    )
+    tests = [(name, _figures(t)) for name, t in cost_rows(report, top=top)]
+    models = [(model, _figures(t)) for model, t in report["by_model"].items()]
+    # One set of widths for both tables, so their columns line up.
+    widths = [max([len(h), *(len(f[i]) for _, f in (*tests, *models))]) for i, h in enumerate(_COLUMNS)]
+    if tests:
+        out += _aligned([("test", _COLUMNS), *tests], widths)
+    if models:
+        out += _aligned([("model", _COLUMNS), *models], widths)
     out.append(f"budget used: {budget_line(report)}")
+    saved = savings_line(report)
+    if saved:
+        out.append(saved)
     savings = report["savings"]
-    out.append(
-        f"saved: {format_usd(savings['total_usd'])} (routing {format_usd(savings['routing_usd'])}, "
-        f"caching {format_usd(savings['caching_usd'])}{_replay_part(report)})"
-    )
     if report.get("replayed_calls"):
+        replayed = report["replayed_calls"]
         out.append(
-            f"replay: {report['replayed_calls']} call(s) answered from cassettes, nothing sent or billed; saved "
+            f"replay: {plural(replayed, 'call')} answered from cassettes, nothing sent or billed; saved "
             f"{format_usd(savings.get('replay_usd', 0))} (their recorded usage at today's prices)"
         )
-    if report["failed_attempts"] or report["estimated_calls"]:
-        out.append(
-            f"failed attempts (not billed): {report['failed_attempts']}; "
-            f"estimated (incomplete usage, charged conservatively): {report['estimated_calls']}"
-        )
+    counts = _counts_line(report)
+    if counts:
+        out.append(counts)
     if report.get("preflight_calls"):
         failed = report.get("preflight_failed", 0)
         fell_back = f", {failed} failed (those calls kept their local bound)" if failed else ""
         out.append(f"preflight counts (count_tokens: free, rate-limited): {report['preflight_calls']}{fell_back}")
-    if report["refused_calls"]:
-        out.append(f"refused calls: {report['refused_calls']}")
     unpriced = [c["model"] for c in report["calls"] if c.get("unpriced")]
     by_model = [m for m in unpriced if not is_endpoint_label(m)]
     by_endpoint = [m for m in unpriced if is_endpoint_label(m)]
     if by_model:
         out.append(
-            f"WARNING: {len(by_model)} call(s) answered by a model with no known price "
-            f"({', '.join(sorted(set(by_model)))}) were sent, as no budget applied, and recorded unpriced (at $0, or "
-            "at the requested model's price when only the answering model was unknown); add prices to llm_prices"
+            f"WARNING: {plural(len(by_model), 'call')} answered by a model with no known price "
+            f"({', '.join(sorted(set(by_model)))}) {'was' if len(by_model) == 1 else 'were'} sent, as no budget "
+            "applied, and recorded unpriced (at $0, or at the requested model's price when only the answering "
+            "model was unknown); add prices to llm_prices"
         )
     if by_endpoint:
         out.append(
-            f"WARNING: {len(by_endpoint)} call(s) the meter cannot price ({', '.join(sorted(set(by_endpoint)))}: "
-            "an endpoint not known to be free, or a body it cannot read) were sent, as no budget applied, and "
-            "recorded unpriced at $0; declare endpoints that never bill in llm_free_endpoints (docs/budgets.md)"
+            f"WARNING: {plural(len(by_endpoint), 'call')} the meter cannot price "
+            f"({', '.join(sorted(set(by_endpoint)))}: an endpoint not known to be free, or a body it cannot read) "
+            f"{'was' if len(by_endpoint) == 1 else 'were'} sent, as no budget applied, and recorded unpriced at $0; "
+            "declare endpoints that never bill in llm_free_endpoints (docs/budgets.md)"
         )
     if report.get("worst_case_overruns"):
+        overruns = report["worst_case_overruns"]
         out.append(
-            f"WARNING: {report['worst_case_overruns']} call(s) cost more than their pre-send worst case: "
-            "the budget bound's assumptions did not hold for them (see docs/budgets.md)"
+            f"WARNING: {plural(overruns, 'call')} cost more than {'its' if overruns == 1 else 'their'} pre-send "
+            "worst case: the budget bound's assumptions did not hold (see docs/budgets.md)"
         )
     return out
 

@@ -24,6 +24,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ...core.budget import refusal_frame
 from ...core.pricing import Usage, usage_from_response
 from ...domain.records import endpoint_label
 from .batch_results import batch_id_of, results_batch_id, watch_results
@@ -564,6 +565,7 @@ class _Middleware:
 
     def _plan(self, request: APIRequest) -> _Attempt | _Planned | None:
         """Admit a batch creation at once; plan a Messages call (its preflight comes next); else None."""
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         guard = self._guard()
         if guard is None:
             return None
@@ -596,6 +598,7 @@ class _Middleware:
         return _Planned(guard, guard.plan(body, replay=replay), request, body, raw, tape, replay)
 
     def _admit_planned(self, planned: _Planned, counted: Counted | None = None) -> _Attempt:
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         guard, plan, request, body, raw, tape, replay = planned
         sent = plan.body
         ticket = guard.admit(
@@ -642,6 +645,7 @@ def _make_middleware_class() -> type[Any]:
         """Anthropic client middleware that meters Messages calls through a `CostGuard`."""
 
         def handle(self, request: APIRequest, call_next: Any) -> Any:
+            __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
             planned = self._plan(request)
             if planned is None:
                 reader = self._results_reader(request)
@@ -671,6 +675,7 @@ def _make_middleware_class() -> type[Any]:
             return response
 
         async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
+            __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
             planned = self._plan(request)
             if planned is None:
                 reader = self._results_reader(request)
