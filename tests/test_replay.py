@@ -162,7 +162,7 @@ def test_a_recorded_suite_replays_with_the_api_off_spending_nothing_and_saving_w
     assert report["calls"] and all(c["replayed"] for c in report["calls"])
     assert len(report["calls"]) == len(recorded["calls"])
     assert report["savings"]["replay_usd"] == recorded["total_cost_usd"]
-    result.stdout.fnmatch_lines(["replay: 11 call(s) answered from cassettes, nothing sent or billed; saved $*"])
+    result.stdout.fnmatch_lines(["replay: 11 calls answered from cassettes, nothing sent or billed; saved $*"])
 
 
 def test_streams_are_stored_event_by_event_and_bodies_as_data(suite: pytest.Pytester) -> None:

@@ -51,7 +51,7 @@ def test_the_example_replays_offline_spending_nothing_and_saving_what_recording_
     assert after["total_cost_usd"] == 0 and not after["budget_exceeded"]
     assert len(after["calls"]) == len(before["calls"]) and all(c["replayed"] for c in after["calls"])
     assert after["savings"]["replay_usd"] == before["total_cost_usd"]
-    assert "replay: 25 call(s) answered from cassettes" in run.stdout
+    assert "replay: 25 calls answered from cassettes" in run.stdout
 
 
 def test_no_secret_is_in_any_cassette_of_the_example(recorded: Path) -> None:

@@ -281,7 +281,7 @@ def test_a_refused_unknown_endpoint_fails_the_run_even_when_swallowed(pytester: 
         [
             "*REFUSED: LLM session budget cannot bound POST /v1/sessions/sesn_1/events:*",
             "SENT: 0",
-            "*LLM BUDGET EXCEEDED: 1 call(s) refused by the session budget*",
+            "*LLM BUDGET EXCEEDED: 1 call refused by the session budget*",
         ]
     )
 
@@ -310,7 +310,7 @@ def test_without_a_budget_the_summary_warns_of_a_call_it_could_not_price(pyteste
     result = pytester.runpytest("-p", "no:asyncio", "-s", "--llm-meter")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
-        ["*SENT: 1", "WARNING: 1 call(s) the meter cannot price (POST /v1/sessions/sesn_1/events: *llm_free_endpoints*"]
+        ["*SENT: 1", "WARNING: 1 call the meter cannot price (POST /v1/sessions/sesn_1/events: *llm_free_endpoints*"]
     )
     result.stdout.no_fnmatch_line("*answered by a model with no known price*")
 
