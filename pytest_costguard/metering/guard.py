@@ -13,11 +13,21 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from ..core.budget import DEFAULT_RULES, BoundRules, BudgetExceededError, bound_request
+from ..core.budget import (
+    DEFAULT_RULES,
+    Bound,
+    BoundRules,
+    BudgetExceededError,
+    UnboundedCallError,
+    UnboundedRequestError,
+    bound_openai_request,
+    bound_request,
+)
 from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
 from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book
 from ..core.routing import RoutePolicy
-from ..domain.records import CostRecord, Refusal
+from ..domain.openai_request import Endpoint
+from ..domain.records import PRICED_TIERS, CostRecord, Refusal
 from ..domain.request import content_blocks
 from .ledger import InMemoryLedger, Ledger, Reservation
 from .scope import SESSION, Scope, current_scope, deliver
@@ -60,6 +70,12 @@ class Ticket:
     batch: bool = False
     """A Message Batches creation: charged its requests' worst case, estimated, when it is created."""
     done: bool = False
+    provider: str = "anthropic"
+    """Whose API the attempt went to."""
+    tier: str = ""
+    """OpenAI's priced service tier the attempt asked for ("flex", "priority"), else empty."""
+    input_bound: int = 0
+    """The input-token bound the attempt was admitted with."""
 
 
 class CostGuard:
@@ -89,12 +105,18 @@ class CostGuard:
         *,
         streamed: bool,
         retries: int = 0,
+        provider: str = "anthropic",
+        endpoint: Endpoint | None = None,
+        routable: bool = True,
     ) -> tuple[Ticket, Mapping[str, Any]]:
         """Route and admit one attempt; return its ticket and the body to send.
 
-        Raises `BudgetExceededError` (nothing is sent) when its worst case does not fit a budget, and
-        `UnknownModelPrice` when the model it would go to has no known price and a budget applies: without a
-        budget such a call is sent and recorded unpriced, since observing must never break a test.
+        `provider` is whose API the body is for ("anthropic": a Messages body; "openai": a body for `endpoint`);
+        `routable` False keeps the requested model whatever the policy (an Azure deployment names its model in
+        the URL). Raises `BudgetExceededError` (nothing is sent) when its worst case does not fit a budget, or
+        cannot be bounded under one, and `UnknownModelPrice` when the model it would go to has no known price
+        and a budget applies: without a budget such a call is sent and recorded unpriced, since observing must
+        never break a test.
         """
         scope = self.scope
         config = self.config
@@ -102,41 +124,85 @@ class CostGuard:
         if not isinstance(requested, str):
             requested = str(requested)
         route = config.route
-        if scope.pinned_model is None and route.is_off:
+        if (scope.pinned_model is None and route.is_off) or not routable:
             model = requested  # the common case, decided without building a RoutingDecision
         else:
-            model = route.route(requested, body, pinned=scope.pinned_model).model
+            model = route.route(requested, body, pinned=scope.pinned_model, provider=provider, endpoint=endpoint).model
             if model != requested:
                 body = {**body, "model": model}
-        if config.auto_cache:
+        anthropic = provider == "anthropic"
+        if config.auto_cache and anthropic:
             body = self._maybe_cache(body)
-        fast = body.get("speed") == "fast"
+        fast = anthropic and body.get("speed") == "fast"
+        tier = "" if anthropic or body.get("service_tier") not in PRICED_TIERS else str(body["service_tier"])
+        budgeted = self.ledger.limit is not None or scope.budget is not None
         rates: Rates | None
         try:
-            rates = config.prices.rates(model, fast=fast)
+            rates = config.prices.rates(model, fast=fast, provider=provider, tier=tier)
         except UnknownModelPrice:
-            if self.ledger.limit is not None or scope.budget is not None:
+            if budgeted:
                 raise  # a budget cannot bound a call it cannot price
             rates = None
-        bound = bound_request(body, rates, config.bound_rules, model=model) if rates is not None else None
+        bound = self._bound(scope, body, rates, model, provider, endpoint, budgeted) if rates is not None else None
         worst = bound.cost if bound is not None else _ZERO
         holds = self._reserve(scope, worst, bound.notes if bound is not None else ())
-        max_tokens = body.get("max_tokens")
+        if anthropic:
+            max_tokens = body.get("max_tokens")
+            max_tokens = max_tokens if isinstance(max_tokens, int) else 0
+        else:
+            max_tokens = bound.output_tokens if bound is not None else 0
         ticket = Ticket(
             scope.tag,
             requested,
             model,
             worst,
-            max_tokens if isinstance(max_tokens, int) else 0,
+            max_tokens,
             streamed,
             retries,
             holds,
             rates,
             fast,
+            provider=provider,
+            tier=tier,
+            input_bound=bound.input_tokens if bound is not None else 0,
         )
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket, body
+
+    def _bound(
+        self,
+        scope: Scope,
+        body: Mapping[str, Any],
+        rates: Rates,
+        model: str,
+        provider: str,
+        endpoint: Endpoint | None,
+        budgeted: bool,
+    ) -> Bound:
+        """The worst case of `body` at `rates`, by its provider's rules; refuse (and record) what cannot be bounded."""
+        rules = self.config.bound_rules
+        if provider == "anthropic" or endpoint is None:
+            return bound_request(body, rates, rules, model=model)
+        try:
+            return bound_openai_request(body, rates, rules, endpoint=endpoint, model=model, strict=budgeted)
+        except UnboundedRequestError as exc:
+            raise self.refuse_unbounded(str(exc), scope) from None
+
+    def refuse_unbounded(self, reason: str, scope: Scope | None = None) -> UnboundedCallError:
+        """Record (and return, for raising) the refusal of a call whose worst case cannot be bounded."""
+        scope = scope or self.scope
+        which = f"test {scope.tag}" if scope.budget is not None and scope.tag is not None else "session"
+        limit = scope.budget if which != "session" else self.ledger.limit
+        refused = UnboundedCallError(reason, scope=which, limit=limit or _ZERO)
+        with self._lock:
+            self.refusals.append(Refusal(scope.tag, which, _ZERO, str(refused)))
+        return refused
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether a budget applies to a call made now (the session's, or the running test's)."""
+        return self.ledger.limit is not None or self.scope.budget is not None
 
     def _reserve(self, scope: Scope, worst: Decimal, notes: tuple[str, ...]) -> list[tuple[Ledger, Reservation]]:
         """Hold `worst` against the test's budget and the session's, or record the refusal and raise it."""
@@ -157,11 +223,20 @@ class CostGuard:
             raise refused from None
         return holds
 
-    def begin_batch(self, body: Mapping[str, Any], *, retries: int = 0) -> Ticket:
-        """Admit a Message Batches creation: hold the sum of its requests' worst cases at batch prices.
+    def begin_batch(
+        self,
+        body: Mapping[str, Any],
+        *,
+        retries: int = 0,
+        provider: str = "anthropic",
+        endpoint: Endpoint | None = None,
+    ) -> Ticket:
+        """Admit a batch's creation: hold the sum of its requests' worst cases at batch prices.
 
-        The whole batch is refused (nothing is sent) when that sum does not fit a budget. Its results come up
-        to 24 hours later, so the batch is charged that worst case, marked estimated, when it is created.
+        `body` holds `requests`, each with its `params` (a Message Batch's own shape; an OpenAI batch's input
+        file lines are given in it, their `endpoint` the batch's). The whole batch is refused (nothing is sent)
+        when that sum does not fit a budget. Its results come up to 24 hours later, so the batch is charged
+        that worst case, marked estimated, when it is created.
         """
         scope = self.scope
         config = self.config
@@ -176,18 +251,23 @@ class CostGuard:
             model = str(params.get("model", ""))
             models.append(model)
             try:
-                rates = config.prices.rates(model, batch=True, fast=params.get("speed") == "fast")
+                rates = config.prices.rates(
+                    model, batch=True, fast=provider == "anthropic" and params.get("speed") == "fast", provider=provider
+                )
             except UnknownModelPrice:
                 if budgeted:
                     raise
                 continue
-            bound = bound_request(params, rates, config.bound_rules, model=model)
+            bound = self._bound(scope, params, rates, model, provider, endpoint, budgeted)
             worst += bound.cost
             notes.extend(note for note in bound.notes if note not in notes)
-        why = (f"a Message Batch of {len(models)} request(s), at batch prices", *notes[:3])
+        kind = "a Message Batch" if provider == "anthropic" else "an OpenAI batch"
+        why = (f"{kind} of {len(models)} request(s), at batch prices", *notes[:3])
         holds = self._reserve(scope, worst, why)
-        label = models[0] if len(set(models)) == 1 else "message batch"
-        ticket = Ticket(scope.tag, label, label, worst, 0, False, retries, holds, None, False, batch=True)
+        label = models[0] if len(set(models)) == 1 else "message batch" if provider == "anthropic" else "batch"
+        ticket = Ticket(
+            scope.tag, label, label, worst, 0, False, retries, holds, None, False, batch=True, provider=provider
+        )
         with self._lock:
             self._open[id(ticket)] = ticket
         return ticket
@@ -253,8 +333,12 @@ class CostGuard:
             prices = self.config.prices
             priced_as_billed = True
             try:
-                if ticket.rates is not None and billed_model == ticket.model and usage.fast == ticket.fast and not (
-                    usage.batch
+                if (
+                    ticket.rates is not None
+                    and billed_model == ticket.model
+                    and usage.fast == ticket.fast
+                    and not usage.batch
+                    and usage.service_tier == ticket.tier
                 ):
                     cost = ticket.rates.cost(usage)  # billed as admitted (most calls): no second price lookup
                 else:
@@ -271,14 +355,12 @@ class CostGuard:
             # A call we did not route costs what it cost at the model requested, even when the response names
             # another one (a gateway's substitute, a dated name): that difference is no routing saving.
             at_requested = (
-                cost if ticket.model == ticket.requested_model or (
-                    priced_as_billed and ticket.requested_model == billed_model)
+                cost
+                if ticket.model == ticket.requested_model
+                or (priced_as_billed and ticket.requested_model == billed_model)
                 else self._cost_or_none(usage, ticket.requested_model)
             )
-            uncached = (
-                cost if priced_as_billed and not cached
-                else self._cost_or_none(_uncached(usage), billed_model)
-            )
+            uncached = cost if priced_as_billed and not cached else self._cost_or_none(_uncached(usage), billed_model)
         record = CostRecord(
             model=billed_model,
             input_tokens=usage.input_tokens,
@@ -296,6 +378,7 @@ class CostGuard:
             cost_uncached_usd=uncached,
             reserved_usd=ticket.worst_case,
             unpriced=unpriced,
+            provider=ticket.provider,
         )
         if not self._close(ticket, record):
             return record

@@ -129,6 +129,7 @@ CREATE TABLE IF NOT EXISTS records (
     cost_uncached_usd TEXT,
     reserved_usd TEXT,
     unpriced INTEGER NOT NULL DEFAULT 0,
+    provider TEXT NOT NULL DEFAULT 'anthropic',
     spent_pico INTEGER NOT NULL CHECK (typeof(spent_pico) = 'integer'),
     spent_excess TEXT NOT NULL
 );
@@ -674,7 +675,7 @@ def _tables(conn: sqlite3.Connection, path: Path) -> set[str]:
         ) from None
 
 
-_ADDED_COLUMNS = (("unpriced", "INTEGER NOT NULL DEFAULT 0"),)
+_ADDED_COLUMNS = (("unpriced", "INTEGER NOT NULL DEFAULT 0"), ("provider", "TEXT NOT NULL DEFAULT 'anthropic'"))
 """Record columns added within version 2, with their definitions: a file without them gets them on opening."""
 
 

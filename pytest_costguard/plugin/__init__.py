@@ -186,18 +186,21 @@ class CostguardSession:
         return self.active_because is not None
 
     def activate(self, because: str) -> None:
-        """Turn metering on for the rest of the session: every Anthropic client built from now on is metered.
+        """Turn metering on for the rest of the session: every Anthropic client built from now on is metered,
+        and every OpenAI client's calls (whenever it was built).
 
         Clients built before (at import or collection time, when only a marker or fixture asks) are not: they
         were built without the middleware, and the SDK offers no public way to add it afterwards.
         """
         if self.active_because is not None:
             return
+        from ..providers import openai as openai_patch
         from ..providers.anthropic import patch
 
         self.active_because = because
         # The guard itself is built on the first LLM call: a suite that makes none never imports its machinery.
         patch.install(self._guard)
+        openai_patch.install(self._guard)  # imports no openai: hooks it where (and when) it is imported
 
     def _guard(self) -> CostGuard:
         return self.run.guard
@@ -238,9 +241,11 @@ class CostguardSession:
         """Stop metering (clients built during the run pass calls through untouched afterwards)."""
         if self.active_because is None:
             return
+        from ..providers import openai as openai_patch
         from ..providers.anthropic import patch
 
         patch.uninstall(self._guard)
+        openai_patch.uninstall(self._guard)
 
     # -- hooks -------------------------------------------------------------------------------------------------
     def pytest_report_header(self) -> str | None:

@@ -58,7 +58,9 @@ def _add(totals: dict[str, Any], record: CostRecord) -> None:
 
 
 def _totals_json(totals: Mapping[str, Any]) -> dict[str, Any]:
+    provider = {"provider": totals["provider"]} if "provider" in totals else {}
     return {
+        **provider,
         "cost_usd": usd_to_json(totals["cost"]),
         "calls": totals["calls"],
         **{f: totals[f] for f in _TOKEN_FIELDS},
@@ -109,7 +111,7 @@ def build_report(
         _add(target, record)
         model_totals = by_model.get(record.model)
         if model_totals is None:
-            model_totals = by_model[record.model] = _blank_totals()
+            model_totals = by_model[record.model] = {**_blank_totals(), "provider": record.provider}
         _add(model_totals, record)
         if record.cost_uncached_usd is not None:
             caching_saved += record.cost_uncached_usd - record.cost_usd
@@ -270,10 +272,11 @@ def render_markdown(report: Mapping[str, Any], *, top: int = 20) -> str:
     )
     lines += ["", "### By model", ""]
     lines += _table(
-        ("Model", "Calls", "Input", "Output", "Cost"),
+        ("Model", "Provider", "Calls", "Input", "Output", "Cost"),
         (
             (
                 f"`{m}`",
+                t.get("provider", "anthropic"),
                 str(t["calls"]),
                 str(t["input_tokens"]),
                 str(t["output_tokens"]),
@@ -306,7 +309,8 @@ def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
     out.append(
         "by model: "
         + ", ".join(
-            f"{m} {t['calls']} calls {format_usd(t['cost_usd'])}" for m, t in report["by_model"].items()
+            f"{m} ({t.get('provider', 'anthropic')}) {t['calls']} calls {format_usd(t['cost_usd'])}"
+            for m, t in report["by_model"].items()
         )
     )
     out.append(f"budget used: {budget_line(report)}")
