@@ -339,3 +339,87 @@ def test_a_batch_over_the_budget_is_refused_before_it_is_created(oa: pytest.Pyte
     result.assert_outcomes(failed=1)
     assert "an OpenAI batch of 3 request(s), at batch prices" in result.stdout.str()
     assert [s["url"].rsplit("/", 1)[-1] for s in _sent(oa)] == ["files"]  # uploaded, never created
+
+
+MIXED_SUITE = """
+import asyncio
+import threading
+
+import anthropic
+import openai
+import pytest
+from pytest_costguard import BudgetExceededError
+
+def ask_anthropic(client, outcomes):
+    try:
+        client.messages.create(model="claude-haiku-4-5", max_tokens=400,
+            messages=[{"role": "user", "content": "hello [[costguard:output=300]]"}])
+        outcomes.append("sent")
+    except BudgetExceededError:
+        outcomes.append("refused")
+
+def ask_openai(client, outcomes):
+    try:
+        client.chat.completions.create(model="gpt-4.1-mini", max_completion_tokens=400,
+            messages=[{"role": "user", "content": "hello [[costguard:output=300]]"}])
+        outcomes.append("sent")
+    except BudgetExceededError:
+        outcomes.append("refused")
+
+def test_threads_and_asyncio_on_both_providers(llm_emulator):
+    base = llm_emulator.base_url
+    claude = anthropic.Anthropic(base_url=base, api_key="k", max_retries=0)
+    gpt = openai.OpenAI(base_url=base + "/v1", api_key="k", max_retries=0)
+    outcomes = []
+    threads = [threading.Thread(target=f, args=(c, outcomes))
+               for _ in range(12) for f, c in ((ask_anthropic, claude), (ask_openai, gpt))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    async def burst():
+        aclaude = anthropic.AsyncAnthropic(base_url=base, api_key="k", max_retries=0)
+        agpt = openai.AsyncOpenAI(base_url=base + "/v1", api_key="k", max_retries=0)
+        async def one(coro):
+            try:
+                await coro
+                outcomes.append("sent")
+            except BudgetExceededError:
+                outcomes.append("refused")
+        await asyncio.gather(*(
+            one(c) for _ in range(12) for c in (
+                aclaude.messages.create(model="claude-haiku-4-5", max_tokens=400,
+                    messages=[{"role": "user", "content": "hi [[costguard:output=300]]"}]),
+                agpt.chat.completions.create(model="gpt-4.1-mini", max_completion_tokens=400, stream=True,
+                    stream_options={"include_usage": True},
+                    messages=[{"role": "user", "content": "hi [[costguard:output=300]]"}]),
+            )))
+    asyncio.run(burst())
+    assert "refused" in outcomes and "sent" in outcomes
+    import json
+    with open("billed.json", "w") as fh:
+        json.dump(llm_emulator.billed, fh)
+"""
+
+
+def test_both_providers_in_threads_and_asyncio_never_bill_more_than_the_budget(oa: pytest.Pytester) -> None:
+    from pytest_costguard.core.pricing import usage_from_response
+    from pytest_costguard.domain.records import usage_from_openai
+
+    oa.makepyfile(test_mixed=MIXED_SUITE)
+    budget = Decimal("0.01")
+    result = oa.runpytest(f"--llm-budget={budget}", "--llm-report=r.json")
+    result.assert_outcomes(passed=1)
+    billed = json.loads((oa.path / "billed.json").read_text())
+    total = Decimal(0)
+    for entry in billed:
+        if entry.get("provider") == "openai":
+            total += PRICES.cost(usage_from_openai(entry["usage"]), entry["model"])
+        else:
+            total += PRICES.cost(usage_from_response(entry["usage"]), entry["model"])
+    providers = {entry.get("provider", "anthropic") for entry in billed}
+    assert providers == {"anthropic", "openai"}
+    assert 0 < total <= budget
+    report = _report(oa)
+    assert Decimal(str(report["total_cost_usd"])) == total  # the report is what the emulator billed
