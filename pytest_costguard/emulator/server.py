@@ -25,8 +25,16 @@ from .batches import BatchStore, Run, check_batch_requests
 from .cache import PromptCache, Segment
 from .errors import ApiError, error_body
 from .faults import STATUS_FAULTS, Fault, FaultQueue, check_times, make_fault
-from .openai_api import OpenAIReply, PrefixCache, chat_events, chat_json, embeddings_json, make_reply
-from .openai_api import response_events, response_json
+from .openai_api import (
+    OpenAIReply,
+    PrefixCache,
+    chat_events,
+    chat_json,
+    embeddings_json,
+    make_reply,
+    response_events,
+    response_json,
+)
 from .replies import Reply, chunks, last_user_text, message_body, reply_words
 from .tokens import segments
 from .tools import server_tool_use

@@ -4,8 +4,9 @@ Offline (the default): the plugin's session-scoped `llm_emulator` serves the Mes
 every client the app builds is pointed at it through the environment, as the SDK reads it. Costs are
 simulated at real prices, so budgets and reports behave as they will against the API.
 
-Live: `COSTGUARD_LIVE=1` with a real `ANTHROPIC_API_KEY` (and `OPENAI_API_KEY` for the OpenAI part). Outage rehearsals are skipped (they need the
-emulator's fault injection); everything else runs against the API and is billed.
+Live: `COSTGUARD_LIVE=1` with a real `ANTHROPIC_API_KEY` (and `OPENAI_API_KEY` for the OpenAI part).
+Outage rehearsals are skipped (they need the emulator's fault injection); everything else runs against the
+API and is billed.
 """
 
 from __future__ import annotations
@@ -79,47 +80,16 @@ def refund_ticket() -> Ticket:
 def inbox() -> list[Ticket]:
     """A morning's worth of tickets, one per kind of problem."""
     return [
-        Ticket(
-            "T-2001",
-            "Can't log in",
-            "Lost my phone with the authenticator app. How do I get back in? I have payroll to run tomorrow.",
-            "Dev Patel",
-            "Business",
-        ),
-        Ticket(
-            "T-2002",
-            "Where is my payout?",
-            "Payout of 1,240.50 GBP from last Tuesday still not in my Barclays account. Schedule says 3 days.",
-            "Hannah Reid",
-            "Team",
-        ),
-        Ticket(
-            "T-2003",
-            "Invoice PDF blank",
-            "Every invoice PDF I download since this morning is a blank "
-            "page. Chrome 131 on Windows. Error in console: 'font load failed'.",
-            "Luis Ortega",
-            "Starter",
-        ),
-        Ticket(
-            "T-2004",
-            "Please add Xero export",
-            "Love the product. Would be great to export straight to Xero instead of CSV.",
-            "Aroha Ngata",
-            "Team",
-        ),
-        Ticket(
-            "T-2005",
-            "Delete my data",
-            "I'm closing my business. Please delete my account and all my data. Do I need to keep anything for tax?",
-            "Sam Whitfield",
-            "Starter",
-        ),
-        Ticket(
-            "T-2006",
-            "Is Tallybook down?",
-            "App won't load for me or my bookkeeper, both get 502 since 9:10. Status page says nothing.",
-            "Priya Nair",
-            "Enterprise",
-        ),
+        Ticket("T-2001", "Can't log in", "Lost my phone with the authenticator app. How do I get back in? "
+               "I have payroll to run tomorrow.", "Dev Patel", "Business"),
+        Ticket("T-2002", "Where is my payout?", "Payout of 1,240.50 GBP from last Tuesday still not in my "
+               "Barclays account. Schedule says 3 days.", "Hannah Reid", "Team"),
+        Ticket("T-2003", "Invoice PDF blank", "Every invoice PDF I download since this morning is a blank "
+               "page. Chrome 131 on Windows. Error in console: 'font load failed'.", "Luis Ortega", "Starter"),
+        Ticket("T-2004", "Please add Xero export", "Love the product. Would be great to export straight to "
+               "Xero instead of CSV.", "Aroha Ngata", "Team"),
+        Ticket("T-2005", "Delete my data", "I'm closing my business. Please delete my account and all my "
+               "data. Do I need to keep anything for tax?", "Sam Whitfield", "Starter"),
+        Ticket("T-2006", "Is Tallybook down?", "App won't load for me or my bookkeeper, both get 502 since "
+               "9:10. Status page says nothing.", "Priya Nair", "Enterprise"),
     ]

@@ -42,6 +42,6 @@ def test_tags_come_from_the_responses_api_and_a_repeated_prompt_reads_the_cache(
     billed = emulator.billed[before:]
     assert [r.model for r in records] == [TAG_MODEL, TAG_MODEL]
     assert records[0].cache_read_input_tokens == 0 < records[1].cache_read_input_tokens
-    for record, entry in zip(records, billed):
+    for record, entry in zip(records, billed, strict=True):
         assert record.cost_usd == PriceBook().cost(usage_from_openai(entry["usage"]), entry["model"])
     assert records[1].cost_usd < records[0].cost_usd  # cached input costs a tenth

@@ -17,7 +17,9 @@ def test_an_overloaded_api_is_retried_without_the_caller_noticing(
     assert record.retries == 2
 
 
-def test_a_rejected_request_is_reported_as_a_triage_error(emulator, triage, refund_ticket: Ticket, llm_cost) -> None:
+def test_a_rejected_request_is_reported_as_a_triage_error(
+    emulator, triage, refund_ticket: Ticket, llm_cost
+) -> None:
     emulator.inject("400", message="messages: text content blocks must be non-empty")
 
     with pytest.raises(TriageError, match="non-empty"):

@@ -24,7 +24,9 @@ def test_summaries_ask_for_the_mid_tier_model(triage, refund_ticket: Ticket, llm
 
 
 @pytest.mark.llm_budget(0.15)
-def test_a_summary_costs_well_under_a_cent_once_the_policy_is_cached(triage, refund_ticket: Ticket, llm_cost) -> None:
+def test_a_summary_costs_well_under_a_cent_once_the_policy_is_cached(
+    triage, refund_ticket: Ticket, llm_cost
+) -> None:
     # The per-test cap refuses any call whose worst case does not fit in what is left: every request byte
     # counted as a token written to the cache, every output token, about $0.08 here. What a summary really
     # costs is about $0.02 when it writes the policy to the cache and $0.002 when it reads it.

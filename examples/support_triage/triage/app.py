@@ -38,7 +38,8 @@ PRIORITIES = ("P1", "P2", "P3", "P4")
 
 _TASKS = {
     "summarize": "Task: summarise the ticket below for a colleague, following section 11.",
-    "classify": "Task: classify every ticket below, following sections 3, 4 and 12. Answer with the JSON array only.",
+    "classify": "Task: classify every ticket below, following sections 3, 4 and 12. Answer with the JSON "
+    "array only.",
     "draft": "Task: draft the reply to the customer who wrote the ticket below, following section 13.",
 }
 # Output caps: a summary is 2-4 sentences, a draft under 180 words, a classification ~25 tokens a ticket.
@@ -75,7 +76,9 @@ class Ticket:
     def as_prompt(self) -> str:
         """Render the ticket the way the model sees it: as data, between tags."""
         who = f"{self.customer} ({self.plan} plan)" if self.customer else f"unknown ({self.plan} plan)"
-        return f'<ticket id="{self.id}">\nFrom: {who}\nSubject: {self.subject}\n\n{self.body.strip()}\n</ticket>'
+        return (
+            f'<ticket id="{self.id}">\nFrom: {who}\nSubject: {self.subject}\n\n{self.body.strip()}\n</ticket>'
+        )
 
 
 @dataclass(frozen=True)
@@ -257,7 +260,9 @@ class SupportTriage:
         async with anthropic.AsyncAnthropic(timeout=self.timeout, max_retries=self.max_retries) as client:
 
             async def one(ticket: Ticket) -> str:
-                request = self._request("summarize", ticket.as_prompt(), model=self.model, max_tokens=_SUMMARY_TOKENS)
+                request = self._request(
+                    "summarize", ticket.as_prompt(), model=self.model, max_tokens=_SUMMARY_TOKENS
+                )
                 async with limit:
                     try:
                         message = await client.messages.create(**request)
