@@ -423,3 +423,105 @@ def test_both_providers_in_threads_and_asyncio_never_bill_more_than_the_budget(o
     assert 0 < total <= budget
     report = _report(oa)
     assert Decimal(str(report["total_cost_usd"])) == total  # the report is what the emulator billed
+
+
+ROUTED_SUITE = f"""
+import anthropic
+import openai
+import pytest
+from openaiapi import OpenAIAPI
+
+def chat(model="gpt-4o"):
+    return openai.OpenAI().chat.completions.create(model=model, max_completion_tokens=100,
+        messages=[{{"role": "user", "content": "hi"}}])
+
+def test_cheap(llm_emulator):
+    with OpenAIAPI({CHAT_USAGE!r}):
+        chat()
+        openai.OpenAI().embeddings.create(model="text-embedding-3-large", input="hi")
+    claude = anthropic.Anthropic(base_url=llm_emulator.base_url, api_key="k")
+    claude.messages.create(model="claude-sonnet-4-6", max_tokens=50, messages=[{{"role": "user", "content": "hi"}}])
+
+@pytest.mark.llm_model("claude-haiku-4-5")
+def test_a_claude_pin_leaves_openai_calls_alone():
+    with OpenAIAPI({CHAT_USAGE!r}):
+        chat()
+
+@pytest.mark.llm_model("gpt-4o-mini")
+def test_an_openai_pin_applies():
+    with OpenAIAPI({CHAT_USAGE!r}):
+        chat()
+"""
+
+
+def test_cheap_routing_keeps_each_call_with_its_own_provider_and_pins_never_cross_providers(
+    oa: pytest.Pytester,
+) -> None:
+    oa.makepyfile(test_routed=ROUTED_SUITE)
+    result = oa.runpytest("--llm-budget=1", "--llm-route=cheap", "--llm-report=r.json")
+    result.assert_outcomes(passed=3)
+    sent = [(s["url"].rsplit("/", 1)[-1], s["body"]["model"]) for s in _sent(oa)]
+    assert sent == [
+        ("completions", "gpt-4.1-nano"),  # the default cheap OpenAI model
+        ("embeddings", "text-embedding-3-large"),  # another embedding model would give other vectors
+        ("completions", "gpt-4o"),  # pinned to a Claude model: not sent across providers, kept
+        ("completions", "gpt-4o-mini"),
+    ]
+    calls = _report(oa)["calls"]
+    claude = [c for c in calls if c["provider"] == "anthropic"]
+    assert [c["model"] for c in claude] == ["claude-haiku-4-5"]
+    routed = calls[0]
+    assert (routed["requested_model"], routed["model"]) == ("gpt-4o", "gpt-4.1-nano")
+    assert Decimal(str(routed["cost_at_requested_usd"])) == _cost("gpt-4o", 800, 1200, 500)
+
+
+def test_auto_routing_sends_a_simple_openai_request_to_the_configured_cheap_openai_model(oa: pytest.Pytester) -> None:
+    oa.makepyfile(
+        test_auto=f"""
+import openai
+from openaiapi import OpenAIAPI
+
+def test_auto():
+    with OpenAIAPI({CHAT_USAGE!r}):
+        for model in ("gpt-4.1", "gpt-4.1-nano"):
+            openai.OpenAI().chat.completions.create(model=model, max_completion_tokens=100,
+                messages=[{{"role": "user", "content": "hi"}}])
+        openai.OpenAI().chat.completions.create(model="gpt-4.1", max_completion_tokens=100,
+            messages=[{{"role": "user", "content": "x" * 20_000}}])
+"""
+    )
+    oa.makeini("[pytest]\nllm_route = auto\nllm_cheap_openai_model = gpt-4o-mini\n")
+    oa.runpytest("--llm-budget=1").assert_outcomes(passed=1)
+    assert [s["body"]["model"] for s in _sent(oa)] == [
+        "gpt-4o-mini",  # simple: downgraded
+        "gpt-4.1-nano",  # already cheaper than the cheap model: kept
+        "gpt-4.1",  # complex (20,000 characters): kept
+    ]
+
+
+def test_the_maximum_output_of_a_model_can_be_configured_and_a_bad_entry_is_a_usage_error(
+    oa: pytest.Pytester,
+) -> None:
+    oa.makepyfile(
+        test_house=f"""
+import openai
+from openaiapi import OpenAIAPI
+
+def test_house():
+    with OpenAIAPI({CHAT_USAGE!r}, model="gpt-5-mini"):
+        openai.OpenAI().chat.completions.create(model="gpt-house", messages=[{{"role": "user", "content": "hi"}}])
+"""
+    )
+    oa.makeini(
+        "[pytest]\nllm_prices =\n    gpt-house = input=1 output=10\nllm_openai_max_output =\n    gpt-house = 4000\n"
+    )
+    oa.runpytest("--llm-budget=1", "--llm-report=r.json").assert_outcomes(passed=1)
+    (call,) = _report(oa)["calls"]
+    rates = PRICES.rates("gpt-house", provider="openai") if PRICES.knows("gpt-house") else None
+    assert rates is None  # priced only by the override above
+    # The reservation: input bytes at $1/MTok plus 4,000 output tokens at $10/MTok (the configured maximum).
+    assert Decimal(4000 * 10) / MTOK < Decimal(str(call["reserved_usd"])) < Decimal(4000 * 10 + 1000) / MTOK
+    oa.makeini("[pytest]\nllm_openai_max_output =\n    gpt-house = lots\n")
+    result = oa.runpytest("--llm-budget=1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*llm_openai_max_output in tox.ini line 1: 'gpt-house = lots' is not*"])

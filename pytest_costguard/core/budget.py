@@ -31,7 +31,7 @@ import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from typing import Any
 
@@ -56,6 +56,7 @@ __all__ = [
     "bound_request",
     "find_overspend",
     "input_token_bound",
+    "with_openai_max_output",
     "worst_case_cost",
 ]
 
@@ -129,6 +130,17 @@ class OpenAIBoundRules:
         """The value of `table` for `model`'s family, else `default`."""
         found = lookup_model_family(table, model) if model else None
         return found if found is not None else default
+
+
+def with_openai_max_output(rules: BoundRules, table: Iterable[tuple[str, int]]) -> BoundRules:
+    """`rules` with these OpenAI maximum outputs first (a user's entry wins over the built-in one)."""
+    openai = rules.openai
+    merged = OpenAIBoundRules(**{**_fields(openai), "max_output": (*table, *openai.max_output)})
+    return replace(rules, openai=merged)
+
+
+def _fields(rules: OpenAIBoundRules) -> dict[str, Any]:
+    return {f.name: getattr(rules, f.name) for f in fields(rules)}
 
 
 class UnboundedRequestError(ValueError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..domain.models import canonical_model, lookup_model
+from ..domain.models import canonical_model, lookup_model, provider_of
 from ..domain.records import Usage, usage_from_response
 
 __all__ = [
@@ -250,10 +250,10 @@ class PriceBook:
             self._cache[key] = rates
         return rates
 
-    def knows(self, model: str) -> bool:
-        """Return whether a price is known for `model`."""
+    def knows(self, model: str, *, provider: str | None = None) -> bool:
+        """Return whether a price is known for `model` (at `provider`'s prices, by default its name's)."""
         try:
-            self.rates(model)
+            self.rates(model, provider=provider or provider_of(model) or "anthropic")
         except UnknownModelPrice:
             return False
         return True

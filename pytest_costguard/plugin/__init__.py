@@ -206,6 +206,9 @@ class CostguardSession:
         return self.run.guard
 
     def _build_guard(self) -> CostGuard:
+        from dataclasses import replace
+
+        from ..core.budget import with_openai_max_output
         from ..core.routing import RoutePolicy
         from ..metering.guard import CostGuard, GuardConfig
         from ..metering.ledgers import LedgerChoiceError, open_session_ledger
@@ -215,6 +218,8 @@ class CostguardSession:
         config = GuardConfig(
             route=settings.route or RoutePolicy(), auto_cache=settings.cache == "auto", prices=self.price_book()
         )
+        if settings.openai_max_output:
+            config = replace(config, bound_rules=with_openai_max_output(config.bound_rules, settings.openai_max_output))
         try:
             ledger, cleanups = open_session_ledger(ledger_request(self.config, settings), self._running_test)
         except LedgerChoiceError as exc:

@@ -42,6 +42,11 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
      "the HTML report shows the trend", "string", None),
     ("llm_meter", "--llm-meter", "", "meter and report LLM calls even when no other costguard setting, marker or "
      "fixture asks for it", "bool", False),
+    ("llm_cheap_openai_model", "--llm-cheap-openai-model", "MODEL",
+     "model that cheap/auto routing sends OpenAI calls to (default gpt-4.1-nano; never another provider's)",
+     "string", None),
+    ("llm_openai_max_output", None, "", "most output tokens of OpenAI models, 'model = tokens' per line: bounds "
+     "a request that sets no output limit (adds to the built-in table)", "linelist", []),
 )
 
 
