@@ -525,3 +525,31 @@ def test_house():
     result = oa.runpytest("--llm-budget=1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*llm_openai_max_output in tox.ini line 1: 'gpt-house = lots' is not*"])
+
+
+def test_the_pipeline_library_takes_an_openai_client_and_meters_only_its_own_calls() -> None:
+    import openai
+
+    from pytest_costguard import BudgetExceededError
+    from pytest_costguard.core.pipeline import PipelineConfig, process
+    from pytest_costguard.core.tracking import CostTracker
+    from pytest_costguard.domain.records import usage_from_openai
+    from pytest_costguard.emulator import Emulator
+    from pytest_costguard.providers.openai import patch
+
+    with Emulator() as emulator:
+        client = openai.OpenAI(base_url=f"{emulator.base_url}/v1", api_key="k")
+        tracker = CostTracker(budget_limit=Decimal("0.01"))
+        result, tracker = process("hello [[costguard:output=5]]", PipelineConfig(max_tokens=50), tracker, client=client)
+        (billed,) = emulator.billed
+        assert len(result.text.split()) == 5
+        assert (result.record.provider, result.record.model) == ("openai", "gpt-4.1-nano")  # simple: cheap
+        assert (
+            tracker.total_cost
+            == result.record.cost_usd
+            == PRICES.cost(usage_from_openai(billed["usage"]), billed["model"])
+        )
+        assert not patch.is_patched()  # the pipeline's metering ends with its call
+        with pytest.raises(BudgetExceededError):
+            process("hi", PipelineConfig(max_tokens=1_000_000, force_model="gpt-4.1"), tracker, client=client)
+        assert len(emulator.billed) == 1  # refused before sending

@@ -53,11 +53,13 @@ class RoutingConfig:
     item_threshold: int = 30
     """A task with at least this many items (messages, for a request) is complex."""
     cheap_openai_model: str = "gpt-4.1-nano"
-    """The plugin's cheap model for OpenAI calls (never crossing providers). A non-reasoning model: it takes
-    either output limit (`max_tokens` or `max_completion_tokens`), and it spends no hidden reasoning tokens."""
+    """The cheap model for OpenAI calls (never crossing providers). A non-reasoning model: it takes either
+    output limit (`max_tokens` or `max_completion_tokens`), and it spends no hidden reasoning tokens."""
+    strong_openai_model: str = "gpt-4.1"
+    """The strong model for OpenAI calls (application routing, `process()` with an OpenAI client)."""
 
     def __post_init__(self) -> None:
-        for name in ("cheap_model", "strong_model", "cheap_openai_model"):
+        for name in ("cheap_model", "strong_model", "cheap_openai_model", "strong_openai_model"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"RoutingConfig.{name} must be a model name, got {value!r}")

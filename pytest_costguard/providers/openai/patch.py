@@ -24,14 +24,16 @@ straight through; `restore` puts the SDK's methods back.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ...metering.guard import CostGuard
 
-__all__ = ["active_guard", "install", "is_installed", "is_patched", "restore", "uninstall"]
+__all__ = ["active_guard", "install", "is_installed", "is_patched", "metered_by", "restore", "uninstall"]
 
 _TARGET = "openai._base_client"
 _guards: list[tuple[CostGuard | Callable[[], CostGuard], Callable[[], CostGuard | None]]] = []
@@ -43,14 +45,39 @@ def _getter(guard: CostGuard | Callable[[], CostGuard]) -> Callable[[], CostGuar
     return guard if callable(guard) else (lambda: guard)
 
 
+_context_guard: ContextVar[CostGuard | None] = ContextVar("costguard_openai_guard", default=None)
+"""A guard metering this context's calls only (`metered_by`, for the pipeline library), before any other."""
+_contexts = 0
+
+
 def active_guard() -> CostGuard | None:
-    """The innermost installed guard (built now by its factory, on the first metered call), or None."""
+    """The guard of this context, else the innermost installed one (built by its factory on first use), or None."""
+    scoped = _context_guard.get()
+    if scoped is not None:
+        return scoped
     return _guards[-1][1]() if _guards else None
+
+
+@contextlib.contextmanager
+def metered_by(guard: CostGuard) -> Iterator[None]:
+    """Meter the OpenAI calls this context (thread or task) makes inside the block through `guard`, and only
+    those: other threads' calls are left to the process-wide guard, if any (an application's own guard)."""
+    global _contexts
+    _contexts += 1
+    token = _context_guard.set(guard)
+    try:
+        _prepare()
+        yield
+    finally:
+        _context_guard.reset(token)
+        _contexts -= 1
+        if not _guards and not _contexts:
+            restore()
 
 
 def _sync_send(original: Any) -> Any:
     def _send_request(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
-        if not _guards:
+        if not _guards and _context_guard.get() is None:
             return original(self, request, stream=stream, **kwargs)
         from .meter import send
 
@@ -61,7 +88,7 @@ def _sync_send(original: Any) -> Any:
 
 def _async_send(original: Any) -> Any:
     async def _send_request(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
-        if not _guards:
+        if not _guards and _context_guard.get() is None:
             return await original(self, request, stream=stream, **kwargs)
         from .meter import send_async
 
@@ -173,7 +200,7 @@ def uninstall(guard: CostGuard | Callable[[], CostGuard] | None = None) -> None:
             if _guards[index][0] == guard:  # ==: a bound method is a new object on every access
                 del _guards[index]
                 break
-    if not _guards:
+    if not _guards and not _contexts:
         restore()
 
 
