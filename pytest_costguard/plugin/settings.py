@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
-from ..domain.models import provider_of
 from ..domain.money import MoneyError, format_usd, parse_percent, parse_usd
 
 if TYPE_CHECKING:
@@ -175,6 +174,7 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
     prices = None
     if prices_raw is not None or route is not None or extra_prices:
         from ..core.pricing import PriceBook, UnknownModelPrice
+        from ..domain.models import provider_of
 
         overrides = {**extra_prices, **parse_prices((prices_raw or "").splitlines(), source=prices_src)}
         prices = PriceBook(overrides=overrides)
