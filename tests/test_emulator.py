@@ -777,7 +777,7 @@ def test_python_dash_m_serves_the_emulator() -> None:
 
 # Lowest first: a module may import only the ones before it (see the package docstring).
 LAYERS = [
-    "errors", "wire", "media", "cache", "validation", "tools", "tokens", "replies", "faults", "batches",
+    "errors", "wire", "media", "cache", "validation", "tools", "tokens", "replies", "faults", "batches", "openai_api",
     "server", "cli", "__main__",
 ]
 

@@ -9,9 +9,12 @@ PROBE = """
 import sys
 import anthropic
 import anthropic._base_client as base
+import openai
+import openai._base_client as openai_base
 
 def probe():
     hooks = [f for f in sys.meta_path if type(f).__module__.startswith("pytest_costguard.providers")]
+    openai_sends = (openai_base.SyncAPIClient._send_request, openai_base.AsyncAPIClient._send_request)
     sync_init, async_init = base.SyncAPIClient.__init__, base.AsyncAPIClient.__init__
     untouched = (
         sync_init.__qualname__ == "SyncAPIClient.__init__"
@@ -23,10 +26,12 @@ def probe():
         "hooks": len(hooks),
         "untouched": untouched,
         "middleware": [type(m).__name__ for m in client._middleware],
+        "openai metered": [hasattr(send, "__wrapped__") for send in openai_sends],
     }
 
-IDLE = {"hooks": 0, "untouched": True, "middleware": []}
-ON = {"hooks": 1, "untouched": False, "middleware": ["CostGuardMiddleware"]}
+# One import hook per provider when on: Anthropic's constructors, OpenAI's per-attempt send.
+IDLE = {"hooks": 0, "untouched": True, "middleware": [], "openai metered": [False, False]}
+ON = {"hooks": 2, "untouched": False, "middleware": ["CostGuardMiddleware"], "openai metered": [True, True]}
 """
 # In-process inner runs are enough to see a trigger work: each run restores the SDK when it ends (tested below),
 # and this outer run asks for nothing. The idle run is a subprocess, so nothing this process did can hide a patch.
@@ -50,7 +55,9 @@ def test_loaded():
     pytester.syspathinsert()
     result = pytester.runpytest_subprocess("-p", "no:asyncio")
     result.assert_outcomes(passed=2)
-    assert "pytest_costguard.providers.anthropic.middleware" not in (pytester.path / "loaded.txt").read_text()
+    loaded = (pytester.path / "loaded.txt").read_text()
+    assert "pytest_costguard.providers.anthropic.middleware" not in loaded
+    assert "pytest_costguard.providers.openai.meter" not in loaded
     assert "costguard:" not in result.stdout.str()  # no report header
     assert "LLM cost" not in result.stdout.str()
 

@@ -552,6 +552,8 @@ def test_idle():
         "pytest_costguard.providers",
         "pytest_costguard.providers.anthropic",
         "pytest_costguard.providers.anthropic.patch",
+        "pytest_costguard.providers.openai",
+        "pytest_costguard.providers.openai.patch",
     ], loaded
 """
     )

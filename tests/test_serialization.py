@@ -32,6 +32,7 @@ FULL = CostRecord(
     unpriced=True,
     replayed=True,
     replay_cost_usd=Decimal("0.4"),
+    provider="openai",
 )
 
 
@@ -53,3 +54,29 @@ def test_a_record_survives_the_sqlite_ledger_exactly(tmp_path: Path) -> None:
     ledger.close()
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(records)")}
     assert set(RECORD_FIELDS) <= columns
+
+
+def test_a_record_written_before_providers_were_recorded_reads_as_an_anthropic_call() -> None:
+    old = record_to_json(FULL)
+    del old["provider"]
+    assert record_from_json(old).provider == "anthropic"
+    assert record_from_json({**old, "provider": None}).provider == "anthropic"
+
+
+def test_a_ledger_written_before_the_provider_column_gains_it_and_reads_its_rows_as_anthropic(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SqliteLedger(path, Decimal(1))
+    ledger.settle(ledger.reserve(Decimal("0.5")), FULL)
+    ledger.close()
+    # An earlier release's file: the same table without the provider column.
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE records DROP COLUMN provider")
+    conn.commit()
+    conn.close()
+    reopened = SqliteLedger(path, Decimal(1))
+    reopened.settle(reopened.reserve(Decimal("0.1")), FULL)
+    old_row, new_row = reopened.records()
+    reopened.close()
+    assert (old_row.provider, new_row.provider) == ("anthropic", "openai")

@@ -34,12 +34,14 @@ import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from typing import Any
 
 from ..domain.models import lookup_model_family
 from ..domain.money import format_usd
+from ..domain.openai_request import BILLED_KEYS, Endpoint, choices, output_limit
+from ..domain.openai_request import parts as openai_parts
 from ..domain.records import CostRecord
 from ..domain.request import Block, blocks, content_blocks
 from .pricing import US_ONLY_MULTIPLIER, PriceBook, Rates, UnknownModelPrice, default_price_book
@@ -49,12 +51,16 @@ __all__ = [
     "Bound",
     "BoundRules",
     "BudgetExceededError",
+    "OpenAIBoundRules",
     "Overspend",
     "UnboundedCallError",
+    "UnboundedRequestError",
+    "bound_openai_request",
     "bound_request",
     "find_overspend",
     "input_token_bound",
     "refusal_frame",
+    "with_openai_max_output",
     "worst_case_cost",
 ]
 
@@ -67,6 +73,82 @@ _MTOK = Decimal(1_000_000)
 # `/Type /Page` objects, not `/Type /Pages` (the page tree's nodes), and `/Count N` of the page tree.
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
 _PDF_COUNT = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)|/Count\s+(\d+)[^>]*?/Type\s*/Pages\b")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIBoundRules:
+    """What OpenAI's API allows where the request sets no bound itself; docs/budgets.md gives each source.
+
+    Each table is by model family, the longest match winning (`domain.models.lookup_model_family`).
+    """
+
+    max_output: tuple[tuple[str, int], ...] = (
+        ("gpt-5", 128_000),
+        ("gpt-5-chat", 16_384),
+        ("gpt-4.1", 32_768),
+        ("gpt-4o", 16_384),
+        ("gpt-4-turbo", 4_096),
+        ("gpt-4", 8_192),
+        ("gpt-3.5-turbo", 4_096),
+        ("o1", 100_000),
+        ("o1-mini", 65_536),
+        ("o3", 100_000),
+        ("o4-mini", 100_000),
+    )
+    """The most output tokens a model generates when the request sets no limit (OpenAI's model pages,
+    platform.openai.com/docs/models/<model>, "Max output tokens", 2026-12); `llm_openai_max_output` adds to it."""
+    context_windows: tuple[tuple[str, int], ...] = (
+        ("gpt-5", 400_000),
+        ("gpt-5-chat", 128_000),
+        ("gpt-4.1", 1_047_576),
+        ("gpt-4o", 128_000),
+        ("gpt-4-turbo", 128_000),
+        ("gpt-4", 8_192),
+        ("gpt-3.5-turbo", 16_385),
+        ("o1", 200_000),
+        ("o3", 200_000),
+        ("o4-mini", 200_000),
+        ("text-embedding", 8_192),
+    )
+    """Context windows (same source, "Context window")."""
+    default_context_window: int = 1_050_000
+    """The context window of a model not listed: the largest OpenAI offers."""
+    image_max_tokens: tuple[tuple[str, int], ...] = (("gpt-4o-mini", 48_200),)
+    """An image's most tokens where a model bills more than `default_image_tokens`: GPT-4o mini bills 2,833 +
+    5,667 per 512-px tile, 8 tiles at most (OpenAI's vision guide, "Calculating costs")."""
+    default_image_tokens: int = 10_000
+    """An image's most tokens on other models: tile models (GPT-4o, GPT-5) at most 85 + 170 x 8 = 1,445; patch
+    models at most 1,536 patches x 2.46 = 3,779 (same guide), with room for larger `detail` settings."""
+    pdf_page_max_tokens: int = 13_000
+    """A page of an inline PDF: its image (`default_image_tokens`) and its text (OpenAI's file-inputs guide)."""
+    builtin_tool_fee: Decimal = Decimal("0.03")
+    """The dearest per-call fee of a built-in tool (code interpreter $0.03 a container, web search $25 per
+    1,000 calls, file search $2.50 per 1,000; OpenAI's pricing page)."""
+    builtin_tool_calls: int = 10
+    """Built-in tool calls assumed when the request sets no `max_tool_calls`."""
+    default_max_output: int = 128_000
+    """Without a budget, the output assumed for a model not in `max_output` (for charging a stream that
+    reported no usage)."""
+
+    def lookup(self, table: tuple[tuple[str, int], ...], model: str | None, default: int | None) -> int | None:
+        """The value of `table` for `model`'s family, else `default`."""
+        found = lookup_model_family(table, model) if model else None
+        return found if found is not None else default
+
+
+def with_openai_max_output(rules: BoundRules, table: Iterable[tuple[str, int]]) -> BoundRules:
+    """`rules` with these OpenAI maximum outputs first (a user's entry wins over the built-in one)."""
+    openai = rules.openai
+    merged = OpenAIBoundRules(**{**_fields(openai), "max_output": (*table, *openai.max_output)})
+    return replace(rules, openai=merged)
+
+
+def _fields(rules: OpenAIBoundRules) -> dict[str, Any]:
+    return {f.name: getattr(rules, f.name) for f in fields(rules)}
+
+
+class UnboundedRequestError(ValueError):
+    """A request the plugin cannot bound before sending (no output limit on a model of unknown maximum, audio)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +185,8 @@ class BoundRules:
     466-499 tokens of system prompt plus 735 for the tool, bash 245, text editor 700), rounded up."""
     unknown_tool_tokens: int = 2_000
     """Input tokens of a typed tool (a `type` other than "custom") listed in neither table."""
+    openai: OpenAIBoundRules = OpenAIBoundRules()
+    """The rules for OpenAI requests."""
 
     def context_window(self, model: str | None) -> int:
         """The most input tokens a request to `model` can hold."""
@@ -136,6 +220,8 @@ class Bound:
     fetched_tokens: int = 0
     """Input tokens server tools may read after the request is sent (web fetch, web search results): no count
     made before sending can see them."""
+    output_tokens: int = 0
+    """The output-token bound (every choice's), once priced."""
 
 
 class BudgetExceededError(Exception):
@@ -473,7 +559,7 @@ def bound_request(
         # US-only inference costs 1.1x on recent models (`pricing.US_ONLY_MULTIPLIER`); the bound takes it on
         # every model and on search fees too, the dear side of what settlement charges.
         cost *= US_ONLY_MULTIPLIER
-    return replace(scan, cost=cost)
+    return replace(scan, cost=cost, output_tokens=tokens_out)
 
 
 def worst_case_from_rates(request: Mapping[str, Any], rates: Rates, rules: BoundRules = DEFAULT_RULES) -> Decimal:
@@ -498,3 +584,116 @@ def worst_case_cost(
         raise ValueError("the request names no model: cannot bound its cost")
     rates = (prices or default_price_book()).rates(name, fast=request.get("speed") == "fast")
     return bound_request(request, rates, rules, model=name).cost
+
+
+# -- OpenAI ---------------------------------------------------------------------------------------------------
+_OPENAI_MEDIA = ("image_url", "input_image", "file", "input_file")
+_OPENAI_AUDIO = ("input_audio", "audio")
+_FUNCTION_TOOLS = ("function", "custom")
+_CONTEXT_KEYS = ("previous_response_id", "conversation", "prompt")
+"""Responses parameters that add input the request does not show (earlier turns, a stored prompt)."""
+
+
+def _openai_media(part: Mapping[str, Any], rules: OpenAIBoundRules, model: str, window: int, tally: _Tally) -> None:
+    kind = part.get("type")
+    if kind in _OPENAI_AUDIO:
+        raise UnboundedRequestError(
+            "audio input is billed at audio token prices, which the plugin does not bound: "
+            "keep audio out of budgeted tests, or run them without a budget"
+        )
+    if kind in ("image_url", "input_image"):
+        url = part.get("image_url")
+        url = url.get("url") if isinstance(url, Mapping) else url
+        if isinstance(url, str) and url.startswith("data:"):
+            tally.unbilled_bytes += len(url)  # its tokens come from its pixels, not its base64
+        image = rules.lookup(rules.image_max_tokens, model, rules.default_image_tokens) or 0
+        tally.add(image, "an image at the per-image maximum")
+        return
+    file = part.get("file") if kind == "file" else part
+    data = file.get("file_data") if isinstance(file, Mapping) else None
+    if isinstance(data, str):
+        encoded = data.split(",", 1)[-1]
+        tally.unbilled_bytes += len(data)
+        pages = pdf_page_count(encoded)
+        if pages is not None:
+            tally.add(pages * rules.pdf_page_max_tokens, f"an inline PDF of {pages} page(s) at the per-page maximum")
+            return
+        tally.add(window, "an inline file whose pages cannot be counted, at the context window")
+        return
+    tally.add(window, "a file by id or URL, not visible before sending, at the context window")
+
+
+def bound_openai_request(
+    request: Mapping[str, Any],
+    rates: Rates,
+    rules: BoundRules = DEFAULT_RULES,
+    *,
+    endpoint: Endpoint,
+    model: str,
+    strict: bool = True,
+) -> Bound:
+    """Return the worst case of an OpenAI request at `rates` (docs/budgets.md, "OpenAI").
+
+    Input: the UTF-8 bytes of what the model reads (OpenAI's tokenizers are byte-level BPEs, so a text has no
+    more tokens than bytes), images and files at their maxima, earlier turns (`previous_response_id`) and
+    built-in tools' results at the context window; capped at the window when nothing samples repeatedly.
+    Output: the request's limit (`max_completion_tokens`, `max_tokens`, `max_output_tokens`) times `n`,
+    else the model's maximum output. With `strict` (a budget applies), a request with no limit on a model of
+    unknown maximum, or with audio, raises `UnboundedRequestError`; without, generous defaults stand in.
+    """
+    openai_rules = rules.openai
+    window = openai_rules.lookup(openai_rules.context_windows, model, openai_rules.default_context_window) or 0
+    keys = BILLED_KEYS.get(endpoint, ())
+    billed = {key: request[key] for key in keys if key in request}
+    text = json.dumps(billed, ensure_ascii=False, separators=(",", ":"), default=str)
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    tally = _Tally()
+    fees = Decimal(0)
+    repeated = False
+    if endpoint in ("chat", "responses"):
+        for part in openai_parts(request, endpoint):
+            if part.get("type") in _OPENAI_MEDIA or part.get("type") in _OPENAI_AUDIO:
+                try:
+                    _openai_media(part, openai_rules, model, window, tally)
+                except UnboundedRequestError:
+                    if strict:
+                        raise
+        audio_out = request.get("audio") is not None or "audio" in (request.get("modalities") or ())
+        if strict and endpoint == "chat" and audio_out:
+            raise UnboundedRequestError(
+                "audio output is billed at audio token prices, which the plugin does not bound: "
+                "keep audio out of budgeted tests, or run them without a budget"
+            )
+        tools = request.get("tools")
+        if tools:
+            tally.extra += TOOL_PROMPT_ALLOWANCE
+            for tool in content_blocks(tools):
+                kind = tool.get("type")
+                if isinstance(kind, str) and kind not in _FUNCTION_TOOLS:
+                    repeated = True
+                    calls = request.get("max_tool_calls")
+                    uses = calls if isinstance(calls, int) and calls >= 0 else openai_rules.builtin_tool_calls
+                    fees += uses * openai_rules.builtin_tool_fee
+                    tally.add(window, f"built-in tool {kind}, whose results are billed as input, at the context window")
+        for key in _CONTEXT_KEYS:
+            if request.get(key):
+                tally.add(window, f"{key}: earlier input the request does not show, at the context window")
+    tokens_in = size - tally.unbilled_bytes + tally.extra
+    if not repeated and tokens_in > window:
+        tokens_in = window
+        tally.notes.append(f"capped at the context window, {window:,} tokens")
+    limit = output_limit(request, endpoint)
+    if limit is None:
+        limit = openai_rules.lookup(openai_rules.max_output, model, None)
+        if limit is None:
+            if strict:
+                raise UnboundedRequestError(
+                    f"the request sets no output limit and the most {model!r} can generate is unknown: set "
+                    "max_completion_tokens (Chat Completions) or max_output_tokens (Responses), or give the "
+                    "model's maximum in llm_openai_max_output"
+                )
+            limit = openai_rules.default_max_output
+        tally.notes.append(f"no output limit set: up to the model's maximum output, {limit:,} tokens")
+    tokens_out = limit * choices(request, endpoint)
+    cost = (tokens_in * rates.input.at(tokens_in) + tokens_out * rates.output.at(tokens_in)) / _MTOK + fees
+    return Bound(tokens_in, notes=tuple(tally.notes), cost=cost, output_tokens=tokens_out)

@@ -4,13 +4,16 @@
 the one it was given. Its budget is the guard's: the call's worst case is reserved before it is sent (by a
 `CostGuard` over the tracker's remaining budget, or by the guard passed in), and its record is the guard's
 own, priced by the same price book. Under the pytest plugin the session's guard meters it once.
-It works with `anthropic.Anthropic` (`process`) and `anthropic.AsyncAnthropic` (`aprocess`); the SDK's own
-retries are turned off for the call so that only the narrow policy retries.
+It works with `anthropic.Anthropic` and `openai.OpenAI` (`process`), `anthropic.AsyncAnthropic` and
+`openai.AsyncOpenAI` (`aprocess`); the SDK's own retries are turned off for the call so that only the narrow
+policy retries. An OpenAI client is sent a Chat Completions request, routed between
+`routing.cheap_openai_model` and `routing.strong_openai_model`; OpenAI caches long prompts by itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -65,8 +68,21 @@ class PipelineResult:
     """What the call cost."""
 
 
-def _request(text: str, config: PipelineConfig) -> dict[str, Any]:
-    model = decide_model(len(text), config.item_count, config.force_model, config=config.routing).model
+def _is_openai(client: Any) -> bool:
+    return type(client).__module__.split(".", 1)[0] == "openai"
+
+
+def _request(text: str, config: PipelineConfig, *, openai: bool = False) -> dict[str, Any]:
+    routing = config.routing
+    if openai:
+        routing = replace(routing, cheap_model=routing.cheap_openai_model, strong_model=routing.strong_openai_model)
+    model = decide_model(len(text), config.item_count, config.force_model, config=routing).model
+    if openai:
+        return {
+            "model": model,
+            "max_completion_tokens": config.max_tokens,
+            "messages": [{"role": "system", "content": config.system_prompt}, {"role": "user", "content": text}],
+        }
     return {
         "model": model,
         "max_tokens": config.max_tokens,
@@ -86,11 +102,33 @@ def _metered(
         return once, guard
     from ..metering.guard import CostGuard, GuardConfig
     from ..metering.ledger import InMemoryLedger
-    from ..providers.anthropic.middleware import middleware_for
 
     ledger = InMemoryLedger(limit=tracker.budget_limit, scope="pipeline", spent_before=tracker.total_cost)
     own = CostGuard(GuardConfig(prices=config.prices), ledger)
+    if _is_openai(client):
+        return once, own  # metered by `_metering`: the OpenAI SDK has no middleware to carry the guard
+    from ..providers.anthropic.middleware import middleware_for
+
     return once.with_middleware(middleware_for(own)), own
+
+
+@contextlib.contextmanager
+def _metering(client: Any, guard: CostGuard) -> Iterator[None]:
+    """Meter an OpenAI client's calls in this context through `guard` (an Anthropic client carries it already)."""
+    if not _is_openai(client):
+        yield
+        return
+    from ..providers.openai.patch import metered_by
+
+    with metered_by(guard):
+        yield
+
+
+def _reply_text(message: Any) -> str:
+    choices = getattr(message, "choices", None)
+    if choices is not None:  # an OpenAI ChatCompletion
+        return "".join(choice.message.content or "" for choice in choices[:1])
+    return "".join(getattr(block, "text", "") for block in message.content)
 
 
 def _finish(
@@ -101,26 +139,27 @@ def _finish(
     records = [replace(record, tag=tag) for record in records]
     for record in records:  # an attempt that timed out after sending is charged too, before the one that answered
         tracker = tracker.add(record)
-    text = "".join(getattr(block, "text", "") for block in message.content)
-    return PipelineResult(text, message, records[-1]), tracker
+    return PipelineResult(_reply_text(message), message, records[-1]), tracker
 
 
 def process(
     text: str, config: PipelineConfig, tracker: CostTracker, *, client: Any, guard: CostGuard | None = None
 ) -> tuple[PipelineResult, CostTracker]:
-    """Run one text through the pipeline with a sync `anthropic.Anthropic` client.
+    """Run one text through the pipeline with a sync `anthropic.Anthropic` or `openai.OpenAI` client.
 
     Raises `BudgetExceededError` before anything is sent when the call's worst case does not fit the
     tracker's budget (or `guard`'s); non-transient API errors propagate at once.
     """
     from ..metering.scope import collecting
 
-    request = _request(text, config)
+    openai = _is_openai(client)
+    request = _request(text, config, openai=openai)
     metered, guard = _metered(client, config, tracker, guard)
+    create = metered.chat.completions.create if openai else metered.messages.create
     retries: list[int] = []
-    with collecting(guard) as records:
+    with collecting(guard) as records, _metering(client, guard):
         message = call_with_retry(
-            lambda: metered.messages.create(**request),
+            lambda: create(**request),
             policy=config.retry,
             on_retry=lambda attempt, exc, delay: retries.append(attempt),
         )
@@ -130,15 +169,17 @@ def process(
 async def aprocess(
     text: str, config: PipelineConfig, tracker: CostTracker, *, client: Any, guard: CostGuard | None = None
 ) -> tuple[PipelineResult, CostTracker]:
-    """Run one text through the pipeline with an `anthropic.AsyncAnthropic` client."""
+    """Run one text through the pipeline with an `anthropic.AsyncAnthropic` or `openai.AsyncOpenAI` client."""
     from ..metering.scope import collecting
 
-    request = _request(text, config)
+    openai = _is_openai(client)
+    request = _request(text, config, openai=openai)
     metered, guard = _metered(client, config, tracker, guard)
+    create = metered.chat.completions.create if openai else metered.messages.create
     retries: list[int] = []
-    with collecting(guard) as records:
+    with collecting(guard) as records, _metering(client, guard):
         message = await acall_with_retry(
-            lambda: metered.messages.create(**request),
+            lambda: create(**request),
             policy=config.retry,
             on_retry=lambda attempt, exc, delay: retries.append(attempt),
         )

@@ -1,4 +1,4 @@
-"""Price Anthropic Messages usage in exact Decimal dollars.
+"""Price Anthropic Messages and OpenAI usage in exact Decimal dollars.
 
 Prices come from genai-prices (or from the user's overrides); this module resolves a model's rates once and
 then prices each usage with plain Decimal arithmetic, which keeps the per-call cost to a few microseconds.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..domain.models import canonical_model, lookup_model
+from ..domain.models import canonical_model, lookup_model, provider_of
 from ..domain.records import Usage, usage_from_response
 
 __all__ = [
@@ -168,7 +168,9 @@ def _rate(value: Any) -> Rate:
     return Rate(value.base, tuple((int(t.start), t.price) for t in value.tiers))
 
 
-def _rates_from_genai_prices(model: str, *, batch: bool, fast: bool) -> Rates:
+def _rates_from_genai_prices(
+    model: str, *, batch: bool, fast: bool, provider: str = "anthropic", tier: str = ""
+) -> Rates:
     import genai_prices  # heavy: imported only when a price is first needed
 
     context: dict[str, str] = {}
@@ -176,13 +178,17 @@ def _rates_from_genai_prices(model: str, *, batch: bool, fast: bool) -> Rates:
         context["processing"] = "batch"
     if fast:
         context["speed"] = "fast"
+    if tier:
+        # genai-prices prices OpenAI's flex and priority tiers through this context (as of 0.2.3, with the
+        # standard price where a model has no such tier).
+        context["service_tier"] = tier
     calc = None
     for name in dict.fromkeys((model, canonical_model(model))):
         try:
             calc = genai_prices.calc_price(
                 genai_prices.Usage(input_tokens=0, output_tokens=0),
                 model_ref=name,
-                provider_id="anthropic",
+                provider_id=provider,
                 price_context=context or None,
             )
             break
@@ -200,12 +206,8 @@ def _rates_from_genai_prices(model: str, *, batch: bool, fast: bool) -> Rates:
         input=input_rate,
         output=_rate(getattr(price, "output_mtok", None)),
         cache_write_5m=_rate(write_5m) if write_5m is not None else input_rate,
-        cache_write_1h=_rate(write_1h if write_1h is not None else write_5m)
-        if write_5m or write_1h
-        else input_rate,
-        cache_read=_rate(getattr(price, "cache_read_mtok", None))
-        if hasattr(price, "cache_read_mtok")
-        else input_rate,
+        cache_write_1h=_rate(write_1h if write_1h is not None else write_5m) if write_5m or write_1h else input_rate,
+        cache_read=_rate(getattr(price, "cache_read_mtok", None)) if hasattr(price, "cache_read_mtok") else input_rate,
         web_search_per_1k=searches if isinstance(searches, Decimal) else Decimal(10),
     )
 
@@ -220,47 +222,55 @@ class PriceBook:
 
     overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
     """Per-model prices that win over genai-prices."""
-    _cache: dict[tuple[str, bool, bool], Rates] = field(default_factory=dict, init=False, repr=False)
+    _cache: dict[tuple[str, bool, bool, str, str], Rates] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def rates(self, model: str, *, batch: bool = False, fast: bool = False) -> Rates:
-        """Return the rates for `model`; raise `UnknownModelPrice` when none is known."""
-        key = (model, batch, fast)
+    def rates(
+        self, model: str, *, batch: bool = False, fast: bool = False, provider: str = "anthropic", tier: str = ""
+    ) -> Rates:
+        """Return the rates for `model` (at `provider`'s prices, OpenAI's `tier`); raise `UnknownModelPrice`."""
+        key = (model, batch, fast, provider, tier)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         override = lookup_model(self.overrides, model)
         if override is not None:
             rates = override.rates(model)
-            if batch:
-                rates = _halve(rates)
+            if batch or tier == "flex":
+                rates = _halve(rates)  # OpenAI's flex tier is priced at its batch rates
+            elif tier == "priority":
+                rates = _scale(rates, Decimal(2))  # the dearest priority markup OpenAI lists (GPT-5: 2x)
         else:
-            rates = _rates_from_genai_prices(model, batch=batch, fast=fast)
-            if batch and rates == _rates_from_genai_prices(model, batch=False, fast=fast):
+            found = _rates_from_genai_prices(model, batch=batch, fast=fast, provider=provider, tier=tier)
+            if batch and found == _rates_from_genai_prices(model, batch=False, fast=fast, provider=provider, tier=tier):
                 # genai-prices has no batch variant for this model (yet): batch is 50% off everything.
-                rates = _halve(rates)
+                found = _halve(found)
+            rates = found
         with self._lock:
             self._cache[key] = rates
         return rates
 
-    def knows(self, model: str) -> bool:
-        """Return whether a price is known for `model`."""
+    def knows(self, model: str, *, provider: str | None = None) -> bool:
+        """Return whether a price is known for `model` (at `provider`'s prices, by default its name's)."""
         try:
-            self.rates(model)
+            self.rates(model, provider=provider or provider_of(model) or "anthropic")
         except UnknownModelPrice:
             return False
         return True
 
     def cost(self, usage: Usage, model: str) -> Decimal:
         """Return the USD cost of `usage` billed to `model`."""
-        return self.rates(model, batch=usage.batch, fast=usage.fast).cost(usage)
+        rates = self.rates(model, batch=usage.batch, fast=usage.fast, provider=usage.provider, tier=usage.service_tier)
+        return rates.cost(usage)
 
 
 def _halve(rates: Rates) -> Rates:
-    half = Decimal("0.5")
+    return _scale(rates, Decimal("0.5"))
 
+
+def _scale(rates: Rates, factor: Decimal) -> Rates:
     def h(rate: Rate) -> Rate:
-        return Rate(rate.base * half, tuple((start, price * half) for start, price in rate.tiers))
+        return Rate(rate.base * factor, tuple((start, price * factor) for start, price in rate.tiers))
 
     return Rates(
         model=rates.model,

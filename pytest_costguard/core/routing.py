@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from ..domain.models import family_tier, lookup_model
+from ..domain import openai_request
+from ..domain.models import family_tier, lookup_model, openai_size_tier, provider_of
 from ..domain.request import request_size
 
 __all__ = [
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 RouteMode = Literal["off", "cheap", "auto"]
 ROUTE_MODES: tuple[RouteMode, ...] = ("off", "cheap", "auto")
 
+
 @dataclass(frozen=True, slots=True)
 class RoutingConfig:
     """Which models complexity routing picks between, and where a task becomes complex."""
@@ -50,9 +52,14 @@ class RoutingConfig:
     """A task with at least this many characters of text is complex."""
     item_threshold: int = 30
     """A task with at least this many items (messages, for a request) is complex."""
+    cheap_openai_model: str = "gpt-4.1-nano"
+    """The cheap model for OpenAI calls (never crossing providers). A non-reasoning model: it takes either
+    output limit (`max_tokens` or `max_completion_tokens`), and it spends no hidden reasoning tokens."""
+    strong_openai_model: str = "gpt-4.1"
+    """The strong model for OpenAI calls (application routing, `process()` with an OpenAI client)."""
 
     def __post_init__(self) -> None:
-        for name in ("cheap_model", "strong_model"):
+        for name in ("cheap_model", "strong_model", "cheap_openai_model", "strong_openai_model"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"RoutingConfig.{name} must be a model name, got {value!r}")
@@ -135,10 +142,11 @@ def select_model(
     return decision.model
 
 
-def _is_downgrade(requested: str, cheap: str) -> bool:
+def _is_downgrade(requested: str, cheap: str, provider: str = "anthropic") -> bool:
     """Return whether `cheap` is certainly cheaper than `requested` (unknown families: not certain)."""
-    requested_tier = family_tier(requested)
-    cheap_tier = family_tier(cheap)
+    tier = openai_size_tier if provider == "openai" else family_tier
+    requested_tier = tier(requested)
+    cheap_tier = tier(cheap)
     return requested_tier is not None and cheap_tier is not None and cheap_tier < requested_tier
 
 
@@ -173,7 +181,13 @@ class RoutePolicy:
         return self.mode == "off" and not self.route_map
 
     def route(
-        self, requested_model: str, body: Mapping[str, Any], *, pinned: str | None = None
+        self,
+        requested_model: str,
+        body: Mapping[str, Any],
+        *,
+        pinned: str | None = None,
+        provider: str = "anthropic",
+        endpoint: openai_request.Endpoint | None = None,
     ) -> RoutingDecision:
         """Decide which model a request for `requested_model` with this body is sent to.
 
@@ -181,21 +195,31 @@ class RoutePolicy:
         requests to the cheap model and keeps the requested model for complex ones: it never sends a
         request to a more expensive model than asked (and keeps the request as is when it cannot tell,
         e.g. for a model outside the haiku < sonnet < opus families, or one already in the cheap tier).
+        A request is never sent to another provider's model: an OpenAI call (`provider="openai"`, a body for
+        `endpoint`) goes to `config.cheap_openai_model`, and a pin naming another provider's model leaves it
+        alone. Embeddings are never routed (another embedding model gives vectors of another space).
         """
+        if provider == "openai" and endpoint == "embeddings":
+            return RoutingDecision(requested_model, "embeddings are never routed: requested model kept", "off")
         if pinned is not None:
+            if provider_of(pinned) not in (None, provider):
+                return RoutingDecision(
+                    requested_model, f"the pin {pinned!r} is another provider's model: requested model kept", "off"
+                )
             return RoutingDecision(pinned, f"pinned to {pinned!r} by the test", "pinned")
         sent = lookup_model(self.route_map, requested_model)
         if sent is not None:
             return RoutingDecision(sent, f"route_map sends {requested_model!r} to {sent!r}", "route_map")
         if self.mode == "off":
             return RoutingDecision(requested_model, "routing is off: requested model kept", "off")
-        cheap = self.config.cheap_model
+        cheap = self.config.cheap_openai_model if provider == "openai" else self.config.cheap_model
         if self.mode == "cheap":
             return RoutingDecision(cheap, f"routing is cheap: every request goes to {cheap!r}", "cheap")
-        rule, why = _complexity(*request_size(body), self.config)
+        size = request_size(body) if endpoint is None else openai_request.request_size(body, endpoint)
+        rule, why = _complexity(*size, self.config)
         if rule != "simple":
             return RoutingDecision(requested_model, f"{why}: complex, requested model kept", rule)
-        if not _is_downgrade(requested_model, cheap):
+        if not _is_downgrade(requested_model, cheap, provider):
             return RoutingDecision(
                 requested_model,
                 f"{why}: simple, but {cheap!r} is not certainly cheaper than {requested_model!r}: kept",
@@ -230,9 +254,7 @@ def parse_route_map(text: str, *, source: str) -> dict[str, str]:
         if not equals or not _MODEL_NAME.fullmatch(requested) or not _MODEL_NAME.fullmatch(sent):
             raise ValueError(f"{source} line {number}: {line!r} is not 'requested = sent'")
         if requested in route_map:
-            raise ValueError(
-                f"{source} line {number}: {requested!r} is already mapped on line {first_line[requested]}"
-            )
+            raise ValueError(f"{source} line {number}: {requested!r} is already mapped on line {first_line[requested]}")
         route_map[requested] = sent
         first_line[requested] = number
     return route_map

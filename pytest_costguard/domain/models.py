@@ -12,7 +12,15 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
-__all__ = ["FAMILY_TIERS", "canonical_model", "family_tier", "lookup_model", "lookup_model_family"]
+__all__ = [
+    "FAMILY_TIERS",
+    "canonical_model",
+    "family_tier",
+    "lookup_model",
+    "lookup_model_family",
+    "openai_size_tier",
+    "provider_of",
+]
 
 V = TypeVar("V")
 
@@ -73,3 +81,35 @@ def family_tier(model: str) -> int | None:
         if tier is not None:
             return tier
     return None
+
+
+_OPENAI_NAME = re.compile(r"^(?:gpt-|chatgpt-|o\d|text-embedding-|davinci|babbage|computer-use-|codex-)")
+_CLAUDE_NAME = re.compile(r"^(?:claude-|anthropic\.|(?:us|eu|apac|global|us-gov)\.anthropic\.|arn:)")
+
+
+def provider_of(model: str) -> str | None:
+    """Return whose model a name is ("anthropic", "openai"), or None for a name neither provider uses."""
+    name = model.strip().lower()
+    if _CLAUDE_NAME.match(name):
+        return "anthropic"
+    if _OPENAI_NAME.match(name):
+        return "openai"
+    return None
+
+
+_OPENAI_SIZES = {"nano": 0, "mini": 1}
+
+
+def openai_size_tier(model: str) -> int | None:
+    """Return the price tier of an OpenAI model by its size: nano 0 < mini 1 < the full model 2; None when the
+    name is not an OpenAI model's. Within a generation a nano is cheaper than a mini, a mini than the full
+    model; across generations the dearest mini (o4-mini, $1.10/$4.40) is under the cheapest full model
+    (gpt-4.1, $2/$8), and the dearest nano (gpt-4.1-nano, $0.10/$0.40) under the cheapest mini (gpt-4o-mini,
+    $0.15/$0.60): genai-prices 0.2.3."""
+    if provider_of(model) != "openai" or model.lower().startswith("text-embedding-"):
+        return None
+    for part in re.split(r"[-.@:/_]", model.lower()):
+        tier = _OPENAI_SIZES.get(part)
+        if tier is not None:
+            return tier
+    return 2

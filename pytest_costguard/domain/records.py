@@ -26,6 +26,7 @@ __all__ = [
     "record_to_dict",
     "refusal_from_dict",
     "refusal_to_dict",
+    "usage_from_openai",
     "usage_from_response",
 ]
 
@@ -52,6 +53,10 @@ class Usage:
     """Billed at fast-mode prices (`speed == "fast"`)."""
     us_only: bool = False
     """Run with US-only inference (`inference_geo == "us"`), which costs more on recent models."""
+    service_tier: str = ""
+    """OpenAI's processing tier when it changes prices ("flex" or "priority"); empty for the standard tier."""
+    provider: str = "anthropic"
+    """Whose API billed it: "anthropic" or "openai" (prices are looked up under this provider)."""
 
     @property
     def cache_creation_input_tokens(self) -> int:
@@ -101,6 +106,46 @@ def usage_from_response(usage: Mapping[str, Any] | None) -> Usage:
     )
 
 
+PRICED_TIERS = ("flex", "priority")
+"""OpenAI service tiers priced apart from the standard one (genai-prices' `service_tier` price context)."""
+
+
+def _details(usage: Mapping[str, Any], key: str, field: str) -> int:
+    nested = usage.get(key)
+    return _int(nested.get(field)) if isinstance(nested, Mapping) else 0
+
+
+def usage_from_openai(usage: Mapping[str, Any] | None, *, service_tier: Any = None, batch: bool = False) -> Usage:
+    """Build a `Usage` from an OpenAI response's `usage` (Chat Completions, Responses or Embeddings).
+
+    OpenAI counts the other way round from Anthropic: `prompt_tokens` (Chat, Embeddings) and `input_tokens`
+    (Responses) are the *total* input, and `cached_tokens` is the part of it read from the cache, so the
+    uncached input is their difference. Reasoning tokens are already inside `completion_tokens` /
+    `output_tokens` (they are billed as output and never added again). `service_tier` is the response's own
+    (what was billed); "flex" and "priority" are priced apart, anything else at the standard tier.
+    """
+    tier = service_tier if service_tier in PRICED_TIERS else ""
+    if not usage:
+        return Usage(service_tier=tier, batch=batch, provider="openai")
+    if "prompt_tokens" in usage:
+        total_in = _int(usage.get("prompt_tokens"))
+        cached = _details(usage, "prompt_tokens_details", "cached_tokens")
+        output = _int(usage.get("completion_tokens"))
+    else:
+        total_in = _int(usage.get("input_tokens"))
+        cached = _details(usage, "input_tokens_details", "cached_tokens")
+        output = _int(usage.get("output_tokens"))
+    cached = min(cached, total_in)
+    return Usage(
+        input_tokens=total_in - cached,
+        output_tokens=output,
+        cache_read_input_tokens=cached,
+        batch=batch,
+        service_tier=tier,
+        provider="openai",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CostRecord:
     """What one billed LLM call cost."""
@@ -142,6 +187,9 @@ class CostRecord:
     """Answered from a cassette (`--llm-record`): nothing was sent or billed, `cost_usd` is 0."""
     replay_cost_usd: Decimal | None = None
     """For a replayed call, what it would have cost live, priced at today's rates: what replay saved."""
+    provider: str = "anthropic"
+    """Whose API billed the call: "anthropic" or "openai" (reports and ledgers written before it read as
+    anthropic)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.cost_usd, Decimal):
@@ -209,6 +257,8 @@ def record_from_dict(data: Mapping[str, Any]) -> CostRecord:
     for name in ("streamed", "estimated", "unpriced", "replayed"):
         if name in values:
             values[name] = bool(values[name])
+    if not values.get("provider"):
+        values.pop("provider", None)  # written before OpenAI was metered: an Anthropic call
     return CostRecord(**values)
 
 

@@ -25,6 +25,16 @@ from .batches import BatchStore, Run, check_batch_requests
 from .cache import PromptCache, Segment
 from .errors import ApiError, error_body
 from .faults import STATUS_FAULTS, Fault, FaultQueue, check_times, make_fault
+from .openai_api import (
+    OpenAIReply,
+    PrefixCache,
+    chat_events,
+    chat_json,
+    embeddings_json,
+    make_reply,
+    response_events,
+    response_json,
+)
 from .replies import Reply, chunks, last_user_text, message_body, reply_words
 from .tokens import segments
 from .tools import server_tool_use
@@ -50,6 +60,20 @@ def _default_known_model(name: str) -> bool:
     return default_price_book().knows(name)
 
 
+def _known_openai_model(name: str) -> bool:
+    """Return whether the default price book knows `name` at OpenAI's prices."""
+    from ..core.pricing import UnknownModelPrice, default_price_book
+
+    try:
+        default_price_book().rates(name, provider="openai")
+    except UnknownModelPrice:
+        return False
+    return True
+
+
+_OPENAI_PATHS = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/embeddings": "embeddings"}
+
+
 class Emulator:
     """A local, deterministic Anthropic Messages API server with a billing ledger and fault injection."""
 
@@ -73,6 +97,7 @@ class Emulator:
         self._lock = threading.Lock()
         self._billed: list[dict[str, Any]] = []
         self._cache = PromptCache()
+        self._openai_cache = PrefixCache()
         self._faults = FaultQueue()
         self._batches = BatchStore(time.time)
         self._server: _Server | None = None
@@ -157,6 +182,7 @@ class Emulator:
         with self._lock:
             self._billed.clear()
         self._cache.clear()
+        self._openai_cache.clear()
         self._faults.reset()
         self._batches.clear()
         self.files.clear()
@@ -185,6 +211,18 @@ class Emulator:
         usage = copy.deepcopy(reply.usage)
         usage["output_tokens"] = output_tokens
         entry = {"model": reply.model, "usage": usage, "stream": stream, "complete": complete, **batch}
+        with self._lock:
+            self._billed.append(entry)
+
+    def _bill_openai(self, reply: OpenAIReply, *, stream: bool, complete: bool) -> None:
+        entry = {
+            "provider": "openai",
+            "endpoint": reply.endpoint,
+            "model": reply.model,
+            "usage": reply.usage(),
+            "stream": stream,
+            "complete": complete,
+        }
         with self._lock:
             self._billed.append(entry)
 
@@ -330,6 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._count_tokens(raw)
             elif path == "/v1/messages/batches" or path.startswith("/v1/messages/batches/"):
                 self._batches(method, path.split("/")[4:], query, raw)
+            elif method == "POST" and path in _OPENAI_PATHS:
+                self._openai(_OPENAI_PATHS[path], raw)
             elif path.startswith("/_emulator/"):
                 self._control(method, path, raw)
             else:
@@ -409,6 +449,40 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, None, raw=text[: len(text) // 2].encode())
         else:
             self._send_json(200, message_body(reply, usage=kind != "no_usage"))
+
+    def _openai(self, endpoint: Any, raw: bytes) -> None:
+        """Answer Chat Completions, Responses or Embeddings (`openai_api`), billing what is delivered."""
+        emulator = self.emulator
+        body = self._parse(raw)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not _known_openai_model(model):
+            raise ApiError(404, f"The model `{model}` does not exist or you do not have access to it.")
+        reply = make_reply(body, endpoint, emulator._openai_cache)
+        if endpoint == "embeddings":
+            emulator._bill_openai(reply, stream=False, complete=True)
+            self._send_json(200, embeddings_json(reply, body))
+            return
+        if not body.get("stream"):
+            emulator._bill_openai(reply, stream=False, complete=True)
+            self._send_json(200, chat_json(reply) if endpoint == "chat" else response_json(reply))
+            return
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        events = chat_events(reply, include_usage=include_usage) if endpoint == "chat" else response_events(reply)
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            for event in events:
+                self._write(event)
+        except OSError:
+            emulator._bill_openai(reply, stream=True, complete=False)  # generated, so billed
+            return
+        emulator._bill_openai(reply, stream=True, complete=True)
 
     def _stream(self, reply: Reply, fault: Fault | None) -> None:
         emulator = self.emulator

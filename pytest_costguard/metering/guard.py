@@ -19,13 +19,16 @@ from ..core.budget import (
     BoundRules,
     BudgetExceededError,
     UnboundedCallError,
+    UnboundedRequestError,
+    bound_openai_request,
     bound_request,
     refusal_frame,
 )
 from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
 from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book, usage_from_response
 from ..core.routing import RoutePolicy
-from ..domain.records import CostRecord, Refusal
+from ..domain.openai_request import Endpoint
+from ..domain.records import PRICED_TIERS, CostRecord, Refusal
 from ..domain.request import content_blocks
 from .ledger import InMemoryLedger, Ledger, Reservation
 from .scope import SESSION, Scope, current_scope, deliver
@@ -79,6 +82,10 @@ class Plan:
     """Its local worst case; None when unpriced."""
     preflight: bool
     """Whether to count its input exactly (`CostGuard.admit(..., counted=)`) before admitting it."""
+    provider: str = "anthropic"
+    """Whose API the body is for."""
+    tier: str = ""
+    """OpenAI's priced service tier the body asks for ("flex", "priority"), else empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +123,12 @@ class Ticket:
     """What the worst-case bound assumed, for a refusal's message."""
     outer: tuple[str | None, ...] = ()
     """For a guard inside another (`parent`): who the enclosing guards charge, innermost first."""
+    provider: str = "anthropic"
+    """Whose API the attempt went to."""
+    tier: str = ""
+    """OpenAI's priced service tier the attempt asked for ("flex", "priority"), else empty."""
+    input_bound: int = 0
+    """The input-token bound the attempt was admitted with."""
 
 
 class CostGuard:
@@ -157,23 +170,36 @@ class CostGuard:
         streamed: bool,
         retries: int = 0,
         replay: bool = False,
+        provider: str = "anthropic",
+        endpoint: Endpoint | None = None,
+        routable: bool = True,
     ) -> tuple[Ticket, Mapping[str, Any]]:
         """Route and admit one attempt at its local bound; return its ticket and the body to send.
 
-        Raises `BudgetExceededError` (nothing is sent) when its worst case does not fit a budget, and
-        `UnknownModelPrice` when the model it would go to has no known price and a budget applies: without a
-        budget such a call is sent and recorded unpriced, since observing must never break a test.
-        With `replay`, nothing is reserved: the attempt may be answered from a cassette (`hold` it if not).
+        `provider` is whose API the body is for ("anthropic": a Messages body; "openai": a body for `endpoint`);
+        `routable` False keeps the requested model whatever the policy (an Azure deployment names its model in
+        the URL). Raises `BudgetExceededError` (nothing is sent) when its worst case does not fit a budget, or
+        cannot be bounded under one, and `UnknownModelPrice` when the model it would go to has no known price
+        and a budget applies: without a budget such a call is sent and recorded unpriced, since observing must
+        never break a test. With `replay`, nothing is reserved: the attempt may be answered from a cassette
+        (`hold` it if not).
         """
-        plan = self.plan(body, replay=replay)
+        plan = self.plan(body, replay=replay, provider=provider, endpoint=endpoint, routable=routable)
         return self.admit(plan, streamed=streamed, retries=retries, replay=replay), plan.body
 
-    def plan(self, body: Mapping[str, Any], *, replay: bool = False) -> Plan:
+    def plan(
+        self,
+        body: Mapping[str, Any],
+        *,
+        replay: bool = False,
+        provider: str = "anthropic",
+        endpoint: Endpoint | None = None,
+        routable: bool = True,
+    ) -> Plan:
         """Route and bound one attempt, and say whether an exact count of its input is worth asking for.
 
         Raises `UnknownModelPrice` as `begin` does (not with `replay`: a recording may answer it).
         """
-        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         scope = self.scope
         config = self.config
@@ -181,27 +207,34 @@ class CostGuard:
         if not isinstance(requested, str):
             requested = str(requested)
         route = config.route
-        if scope.pinned_model is None and route.is_off:
+        if (scope.pinned_model is None and route.is_off) or not routable:
             model = requested  # the common case, decided without building a RoutingDecision
         else:
-            model = route.route(requested, body, pinned=scope.pinned_model).model
+            model = route.route(requested, body, pinned=scope.pinned_model, provider=provider, endpoint=endpoint).model
             if model != requested:
                 body = {**body, "model": model}
-        if config.auto_cache:
+        anthropic = provider == "anthropic"
+        if config.auto_cache and anthropic:
             body = self._maybe_cache(body)
+        fast = anthropic and body.get("speed") == "fast"
+        tier = "" if anthropic or body.get("service_tier") not in PRICED_TIERS else str(body["service_tier"])
+        budgeted = not replay and self.budget_applies(scope)
         rates: Rates | None
         try:
-            rates = config.prices.rates(model, fast=body.get("speed") == "fast")
+            rates = config.prices.rates(model, fast=fast, provider=provider, tier=tier)
         except UnknownModelPrice:
-            if not replay and (self.budget_applies(scope)):
+            if budgeted:
                 raise  # a budget cannot bound a call it cannot price
             rates = None
-        bound = bound_request(body, rates, config.bound_rules, model=model) if rates is not None else None
+        bound = self._bound(scope, body, rates, model, provider, endpoint, budgeted) if rates is not None else None
         preflight = (
-            not replay and bound is not None and rates is not None and self._wants_preflight(scope, body, rates, bound)
+            anthropic
+            and not replay
+            and bound is not None
+            and rates is not None
+            and self._wants_preflight(scope, body, rates, bound)
         )
-        return Plan(scope, requested, model, body, rates, bound, preflight)
-
+        return Plan(scope, requested, model, body, rates, bound, preflight, provider, tier)
     def _wants_preflight(self, scope: Scope, body: Mapping[str, Any], rates: Rates, bound: Bound) -> bool:
         """Whether counting `body`'s input exactly could change its admission (never without a budget)."""
         mode = self.config.preflight
@@ -252,21 +285,28 @@ class CostGuard:
         if preflight_failure is not None:
             notes = (*notes, f"the exact count before sending failed ({preflight_failure}): the local bound applied")
         holds = [] if replay else self._reserve(scope, worst, notes)
-        max_tokens = body.get("max_tokens")
+        if plan.provider == "anthropic":
+            max_tokens = body.get("max_tokens")
+            max_tokens = max_tokens if isinstance(max_tokens, int) else 0
+        else:
+            max_tokens = bound.output_tokens if bound is not None else 0
         ticket = Ticket(
             scope.tag,
             plan.requested,
             plan.model,
             worst,
-            max_tokens if isinstance(max_tokens, int) else 0,
+            max_tokens,
             streamed,
             retries,
             holds,
             rates,
-            body.get("speed") == "fast",
+            plan.provider == "anthropic" and body.get("speed") == "fast",
             replayed=replay,
             notes=notes,
             outer=self._outer_tags(),
+            provider=plan.provider,
+            tier=plan.tier,
+            input_bound=bound.input_tokens if bound is not None else 0,
         )
         with self._lock:
             self._open[id(ticket)] = ticket
@@ -312,6 +352,41 @@ class CostGuard:
             parent = parent.parent
         return tuple(tags)
 
+    def _bound(
+        self,
+        scope: Scope,
+        body: Mapping[str, Any],
+        rates: Rates,
+        model: str,
+        provider: str,
+        endpoint: Endpoint | None,
+        budgeted: bool,
+    ) -> Bound:
+        """The worst case of `body` at `rates`, by its provider's rules; refuse (and record) what cannot be bounded."""
+        rules = self.config.bound_rules
+        if provider == "anthropic" or endpoint is None:
+            return bound_request(body, rates, rules, model=model)
+        try:
+            return bound_openai_request(body, rates, rules, endpoint=endpoint, model=model, strict=budgeted)
+        except UnboundedRequestError as exc:
+            raise self.refuse_unbounded(str(exc), scope) from None
+
+    def refuse_unbounded(self, reason: str, scope: Scope | None = None) -> UnboundedCallError:
+        """Record (and return, for raising) the refusal of a call whose worst case cannot be bounded."""
+        scope = scope or self.scope
+        which = f"test {scope.tag}" if scope.budget is not None and scope.tag is not None else "session"
+        limit = scope.budget if which != "session" else self.ledger.limit
+        spent = self.ledger.spent if which == "session" else _ZERO
+        refused = UnboundedCallError("this OpenAI request", reason, limit or _ZERO, spent, scope=which)
+        with self._lock:
+            self.refusals.append(Refusal(scope.tag, which, _ZERO, str(refused)))
+        return refused
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether a budget applies to a call made now (the session's, the running test's, an enclosing run's)."""
+        return self.budget_applies(self.scope)
+
     def _reserve(self, scope: Scope, worst: Decimal, notes: tuple[str, ...]) -> list[tuple[Ledger, Reservation]]:
         """Hold `worst` against the test's budget and the session's, or record the refusal and raise it."""
         __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
@@ -337,14 +412,23 @@ class CostGuard:
             raise refused from None
         return holds
 
-    def begin_batch(self, body: Mapping[str, Any], *, retries: int = 0, replay: bool = False) -> Ticket:
-        """Admit a Message Batches creation: hold the sum of its requests' worst cases at batch prices.
+    def begin_batch(
+        self,
+        body: Mapping[str, Any],
+        *,
+        retries: int = 0,
+        replay: bool = False,
+        provider: str = "anthropic",
+        endpoint: Endpoint | None = None,
+    ) -> Ticket:
+        """Admit a batch's creation: hold the sum of its requests' worst cases at batch prices.
 
-        The whole batch is refused (nothing is sent) when that sum does not fit a budget. The hold stays until
-        the batch's results are read in this process (`batch_created`, `batch_result`, `batch_results_read`),
-        which settles each request at its real cost; a batch whose results are never read is charged that worst
-        case, marked estimated, when the session ends (`settle_open`).
-        With `replay`, nothing is reserved (see `begin`).
+        `body` holds `requests`, each with its `params` (a Message Batch's own shape; an OpenAI batch's input
+        file lines are given in it, their `endpoint` the batch's). The whole batch is refused (nothing is sent)
+        when that sum does not fit a budget. The hold stays until a Message Batch's results are read in this
+        process (`batch_created`, `batch_result`, `batch_results_read`), which settles each request at its real
+        cost; a batch whose results are never read (an OpenAI batch's are not followed) is charged that worst
+        case, marked estimated, when the session ends (`settle_open`). With `replay`, nothing is reserved.
         """
         __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         scope = self.scope
@@ -361,19 +445,22 @@ class CostGuard:
             model = str(params.get("model", ""))
             models.append(model)
             try:
-                rates = config.prices.rates(model, batch=True, fast=params.get("speed") == "fast")
+                rates = config.prices.rates(
+                    model, batch=True, fast=provider == "anthropic" and params.get("speed") == "fast", provider=provider
+                )
             except UnknownModelPrice:
                 if budgeted:
                     raise
                 parts[str(request.get("custom_id"))] = _BatchRequest(model, _ZERO)
                 continue
-            bound = bound_request(params, rates, config.bound_rules, model=model)
+            bound = self._bound(scope, params, rates, model, provider, endpoint, budgeted)
             worst += bound.cost
             parts[str(request.get("custom_id"))] = _BatchRequest(model, bound.cost)
             notes.extend(note for note in bound.notes if note not in notes)
-        why = (f"a Message Batch of {len(models)} request(s), at batch prices", *notes[:3])
+        kind = "a Message Batch" if provider == "anthropic" else "an OpenAI batch"
+        why = (f"{kind} of {len(models)} request(s), at batch prices", *notes[:3])
         holds = [] if replay else self._reserve(scope, worst, why)
-        label = models[0] if len(set(models)) == 1 else "message batch"
+        label = models[0] if len(set(models)) == 1 else "message batch" if provider == "anthropic" else "batch"
         ticket = Ticket(
             scope.tag,
             label,
@@ -390,6 +477,7 @@ class CostGuard:
             replayed=replay,
             notes=why,
             outer=self._outer_tags(),
+            provider=provider,
         )
         with self._lock:
             self._open[id(ticket)] = ticket
@@ -567,8 +655,12 @@ class CostGuard:
             prices = self.config.prices
             priced_as_billed = True
             try:
-                if ticket.rates is not None and billed_model == ticket.model and usage.fast == ticket.fast and not (
-                    usage.batch
+                if (
+                    ticket.rates is not None
+                    and billed_model == ticket.model
+                    and usage.fast == ticket.fast
+                    and not usage.batch
+                    and usage.service_tier == ticket.tier
                 ):
                     cost = ticket.rates.cost(usage)  # billed as admitted (most calls): no second price lookup
                 else:
@@ -585,14 +677,12 @@ class CostGuard:
             # A call we did not route costs what it cost at the model requested, even when the response names
             # another one (a gateway's substitute, a dated name): that difference is no routing saving.
             at_requested = (
-                cost if ticket.model == ticket.requested_model or (
-                    priced_as_billed and ticket.requested_model == billed_model)
+                cost
+                if ticket.model == ticket.requested_model
+                or (priced_as_billed and ticket.requested_model == billed_model)
                 else self._cost_or_none(usage, ticket.requested_model)
             )
-            uncached = (
-                cost if priced_as_billed and not cached
-                else self._cost_or_none(_uncached(usage), billed_model)
-            )
+            uncached = cost if priced_as_billed and not cached else self._cost_or_none(_uncached(usage), billed_model)
         record = CostRecord(
             model=billed_model,
             input_tokens=usage.input_tokens,
@@ -610,6 +700,7 @@ class CostGuard:
             cost_uncached_usd=uncached,
             reserved_usd=ticket.worst_case,
             unpriced=unpriced,
+            provider=ticket.provider,
         )
         if ticket.replayed:
             # Nothing was sent: nothing is billed or held. What it would have cost is what replay saved.

@@ -133,6 +133,7 @@ CREATE TABLE IF NOT EXISTS records (
     unpriced INTEGER NOT NULL DEFAULT 0,
     replayed INTEGER NOT NULL DEFAULT 0,
     replay_cost_usd TEXT,
+    provider TEXT NOT NULL DEFAULT 'anthropic',
     spent_pico INTEGER NOT NULL CHECK (typeof(spent_pico) = 'integer'),
     spent_excess TEXT NOT NULL
 );
@@ -804,6 +805,7 @@ _ADDED_COLUMNS = (
     ("unpriced", "INTEGER NOT NULL DEFAULT 0"),
     ("replayed", "INTEGER NOT NULL DEFAULT 0"),
     ("replay_cost_usd", "TEXT"),
+    ("provider", "TEXT NOT NULL DEFAULT 'anthropic'"),
 )
 """Record columns added within version 2, with their definitions: a file without them gets them on opening."""
 

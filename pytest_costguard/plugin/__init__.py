@@ -215,7 +215,8 @@ class CostguardSession:
         return self.active_because is not None
 
     def activate(self, because: str) -> None:
-        """Turn metering on for the rest of the session: every Anthropic client's calls are metered from now on.
+        """Turn metering on for the rest of the session: every Anthropic client's calls are metered from now on,
+        and every OpenAI client's calls (whenever it was built).
 
         Clients built from now on carry the middleware; clients built before (at import or collection time,
         when only a marker or fixture asks) send each call through a copy of themselves that carries it.
@@ -226,6 +227,7 @@ class CostguardSession:
         if self.active_because is not None:
             return
         from ..metering import children, threads
+        from ..providers import openai as openai_patch
         from ..providers.anthropic import patch
         from .xdist import is_xdist_worker
 
@@ -237,6 +239,7 @@ class CostguardSession:
         patch.install(self._guard)
         threads.install()
         self._children = self._export_children()
+        openai_patch.install(self._guard)  # imports no openai: hooks it where (and when) it is imported
 
     def _export_children(self) -> ChildSession | None:
         """Name this session to the processes it starts, and pick the file its ledger shares with them."""
@@ -277,6 +280,9 @@ class CostguardSession:
         return self.run.guard
 
     def _build_guard(self) -> CostGuard:
+        from dataclasses import replace
+
+        from ..core.budget import with_openai_max_output
         from ..core.routing import RoutePolicy
         from ..metering.guard import CostGuard, GuardConfig
         from ..metering.ledgers import LedgerChoiceError, open_session_ledger
@@ -290,6 +296,8 @@ class CostguardSession:
             free_endpoints=settings.free_endpoints,
             preflight=settings.preflight,
         )
+        if settings.openai_max_output:
+            config = replace(config, bound_rules=with_openai_max_output(config.bound_rules, settings.openai_max_output))
         children = self._children
         try:
             request = ledger_request(self.config, settings, None if children is None else children.ledger)
@@ -338,11 +346,13 @@ class CostguardSession:
         if self.active_because is None:
             return
         from ..metering import children, threads
+        from ..providers import openai as openai_patch
         from ..providers.anthropic import patch
 
         self._finished = True
         patch.uninstall(self._guard, ended=self._guard)  # clients built meanwhile refuse from now on
         threads.uninstall()
+        openai_patch.uninstall(self._guard)
         if self._children is not None:
             children.withdraw()
         if self._scratch is not None:

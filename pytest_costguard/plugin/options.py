@@ -54,6 +54,11 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
     ("llm_preflight", "--llm-preflight", "MODE", "count a call's input exactly before admitting it under a budget "
      "(count_tokens: free, rate-limited): auto (default: media, documents, tools, or a bound that does not fit), "
      "always, off", "string", None),
+    ("llm_cheap_openai_model", "--llm-cheap-openai-model", "MODEL",
+     "model that cheap/auto routing sends OpenAI calls to (default gpt-4.1-nano; never another provider's)",
+     "string", None),
+    ("llm_openai_max_output", None, "", "most output tokens of OpenAI models, 'model = tokens' per line: bounds "
+     "a request that sets no output limit (adds to the built-in table)", "linelist", []),
 )
 
 

@@ -6,7 +6,7 @@ No pytest import: the plugin hands in raw strings and turns `SettingsError` into
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
@@ -101,6 +101,8 @@ class Settings:
     """Request body fields replay matching leaves out; None: the default (`replay.DEFAULT_IGNORED`)."""
     preflight: PreflightMode = "auto"
     """When to count a call's input exactly (`count_tokens`) before admitting it under a budget."""
+    openai_max_output: tuple[tuple[str, int], ...] = ()
+    """The user's most output tokens of OpenAI models (`llm_openai_max_output`), before the built-in table."""
 
     @property
     def redis_url(self) -> str | None:
@@ -156,15 +158,20 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
 
     mode_raw, src = _raw(get, "llm_route")
     cheap_raw, cheap_src = _raw(get, "llm_cheap_model")
+    cheap_openai_raw, cheap_openai_src = _raw(get, "llm_cheap_openai_model")
     map_raw, map_src = _raw(get, "llm_route_map")
     route = None
-    if mode_raw is not None or cheap_raw is not None or map_raw is not None:
+    if mode_raw is not None or cheap_raw is not None or map_raw is not None or cheap_openai_raw is not None:
         from ..core.routing import RoutePolicy, RoutingConfig, parse_route_map, parse_route_mode
 
         try:
             mode = parse_route_mode(mode_raw or "off", source=src)
             route_map = parse_route_map(map_raw or "", source=map_src)
-            config = RoutingConfig(cheap_model=cheap_raw.strip()) if cheap_raw else RoutingConfig()
+            config = RoutingConfig()
+            if cheap_raw:
+                config = replace(config, cheap_model=cheap_raw.strip())
+            if cheap_openai_raw:
+                config = replace(config, cheap_openai_model=cheap_openai_raw.strip())
             route = RoutePolicy(mode=mode, route_map=route_map, config=config)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
@@ -178,17 +185,20 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
     prices = None
     if prices_raw is not None or route is not None or extra_prices:
         from ..core.pricing import PriceBook, UnknownModelPrice
+        from ..domain.models import provider_of
 
         overrides = {**extra_prices, **parse_prices((prices_raw or "").splitlines(), source=prices_src)}
         prices = PriceBook(overrides=overrides)
         # Every model routing can send to must have a price, or the budget could not bound its calls.
-        to_check: list[tuple[str, str]] = []
+        to_check: list[tuple[str, str, str]] = []
         if route is not None:
-            to_check += [(route.config.cheap_model, cheap_src)] if route.mode != "off" else []
-            to_check += [(sent, map_src) for sent in route.route_map.values()]
-        for model, source in to_check:
+            if route.mode != "off":
+                to_check.append((route.config.cheap_model, cheap_src, "anthropic"))
+                to_check.append((route.config.cheap_openai_model, cheap_openai_src, "openai"))
+            to_check += [(sent, map_src, provider_of(sent) or "anthropic") for sent in route.route_map.values()]
+        for model, source, provider in to_check:
             try:
-                prices.rates(model)
+                prices.rates(model, provider=provider)
             except UnknownModelPrice as exc:
                 raise SettingsError(f"{source}: {exc}") from None
 
@@ -217,6 +227,8 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
     preflight = (preflight_raw or "auto").strip().lower()
     if preflight not in ("auto", "always", "off"):
         raise SettingsError(f"{src}: {preflight_raw!r} is not one of auto, always, off")
+    max_output_raw, max_output_src = _raw(get, "llm_openai_max_output")
+    max_output = parse_max_output((max_output_raw or "").splitlines(), source=max_output_src)
 
     return Settings(
         budget=budget,
@@ -237,6 +249,7 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
         cassettes=cassettes,
         record_ignore=record_ignore,
         preflight="always" if preflight == "always" else "off" if preflight == "off" else "auto",
+        openai_max_output=max_output,
     )
 
 
@@ -280,6 +293,20 @@ def _record_settings(get: Getter) -> tuple[str, str | None, tuple[str, ...] | No
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
     return record, cassettes_raw.strip() if cassettes_raw else None, ignored
+
+
+def parse_max_output(lines: Sequence[str], *, source: str) -> tuple[tuple[str, int], ...]:
+    """Parse `model = tokens` lines (`llm_openai_max_output`), naming `source` and the line in errors."""
+    table: list[tuple[str, int]] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        model, equals, tokens = (part.strip() for part in line.partition("="))
+        if not equals or not model or " " in model or not tokens.isdigit() or int(tokens) <= 0:
+            raise SettingsError(f"{source} line {number}: {line!r} is not 'model = tokens' (a whole number > 0)")
+        table.append((model, int(tokens)))
+    return tuple(table)
 
 
 def _shared_budget(get: Getter, ledger: str | None, ledger_src: str) -> tuple[str, int | None]:

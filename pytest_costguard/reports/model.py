@@ -61,7 +61,9 @@ def _add(totals: dict[str, Any], record: CostRecord) -> None:
 
 
 def _totals_json(totals: Mapping[str, Any]) -> dict[str, Any]:
+    provider = {"provider": totals["provider"]} if "provider" in totals else {}
     return {
+        **provider,
         "cost_usd": usd_to_json(totals["cost"]),
         "calls": totals["calls"],
         **{f: totals[f] for f in _TOKEN_FIELDS},
@@ -118,7 +120,7 @@ def build_report(
         _add(target, record)
         model_totals = by_model.get(record.model)
         if model_totals is None:
-            model_totals = by_model[record.model] = _blank_totals()
+            model_totals = by_model[record.model] = {**_blank_totals(), "provider": record.provider}
         _add(model_totals, record)
         if record.replayed:
             # Not sent: what it would have cost is saved whole; its routing and caching were the recording's.
@@ -254,6 +256,15 @@ def budget_line(report: Mapping[str, Any]) -> str:
     return f"{format_usd(total)} of {format_usd(budget)}, {share}%"
 
 
+def _model_rows(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The by-model rows, each model named with its provider when the run called more than one provider."""
+    by_model = report["by_model"]
+    providers = {t.get("provider", "anthropic") for t in by_model.values()}
+    if len(providers) <= 1:
+        return list(by_model.items())
+    return [(f"{m} ({t.get('provider', 'anthropic')})", t) for m, t in by_model.items()]
+
+
 def savings_line(report: Mapping[str, Any]) -> str | None:
     """Say what routing and caching saved ("saved $0.313 by caching"); None when neither changed the cost.
 
@@ -365,7 +376,7 @@ def render_markdown(report: Mapping[str, Any], *, top: int = 20) -> str:
         )
     if report["by_model"]:
         lines += ["", "### By model", ""]
-        lines += _table(("Model", *header), ((f"`{m}`", *_figures(t)) for m, t in report["by_model"].items()))
+        lines += _table(("Model", *header), ((f"`{name}`", *_figures(t)) for name, t in _model_rows(report)))
     for extra in report.get("markdown_sections", ()):
         lines += ["", extra]
     return "\n".join(lines) + "\n"
@@ -381,7 +392,7 @@ def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
     """Render a report as plain lines for the terminal summary."""
     out: list[str] = []
     tests = [(name, _figures(t)) for name, t in cost_rows(report, top=top)]
-    models = [(model, _figures(t)) for model, t in report["by_model"].items()]
+    models = [(name, _figures(t)) for name, t in _model_rows(report)]
     # One set of widths for both tables, so their columns line up.
     widths = [max([len(h), *(len(f[i]) for _, f in (*tests, *models))]) for i, h in enumerate(_COLUMNS)]
     if tests:

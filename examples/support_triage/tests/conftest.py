@@ -4,12 +4,14 @@ Offline (the default): the plugin's session-scoped `llm_emulator` serves the Mes
 every client the app builds is pointed at it through the environment, as the SDK reads it. Costs are
 simulated at real prices, so budgets and reports behave as they will against the API.
 
-Live: `COSTGUARD_LIVE=1` with a real `ANTHROPIC_API_KEY`. Outage rehearsals are skipped (they need the
-emulator's fault injection); everything else runs against the API and is billed.
+Live: `COSTGUARD_LIVE=1` with a real `ANTHROPIC_API_KEY` (and `OPENAI_API_KEY` for the OpenAI part).
+Outage rehearsals are skipped (they need the emulator's fault injection); everything else runs against the
+API and is billed.
 
 Replay only (`--llm-record=none`, the CI recipe of docs/replay.md): no emulator is served and the clients
 point at a loopback port nothing listens on, so every call is answered from the cassettes or fails loudly;
-the outage rehearsals replay the failures they recorded.
+the outage rehearsals replay the failures they recorded. Cassettes cover Anthropic calls only so far: the
+OpenAI part is skipped in that mode.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ def anthropic_backend(request: pytest.FixtureRequest) -> Iterator[str]:
         mp.setenv("ANTHROPIC_BASE_URL", base_url)
         mp.setenv("ANTHROPIC_API_KEY", "offline-dummy-key")
         mp.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+        # The emulator speaks OpenAI's Chat Completions and Responses too, under /v1.
+        mp.setenv("OPENAI_BASE_URL", f"{base_url}/v1")
+        mp.setenv("OPENAI_API_KEY", "offline-dummy-key")
         yield "replay" if replay_only else "emulator"
 
 
@@ -105,3 +110,13 @@ def inbox() -> list[Ticket]:
         Ticket("T-2006", "Is Tallybook down?", "App won't load for me or my bookkeeper, both get 502 since "
                "9:10. Status page says nothing.", "Priya Nair", "Enterprise"),
     ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _replay_only(config):
+        return
+    # Cassettes tape Anthropic calls only so far (docs/replay.md): the OpenAI part would need the network.
+    skip = pytest.mark.skip(reason="--llm-record=none replays Anthropic calls only; the OpenAI part needs the emulator")
+    for item in items:
+        if item.path.name == "test_openai_features.py":
+            item.add_marker(skip)

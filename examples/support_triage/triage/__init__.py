@@ -1,4 +1,5 @@
-"""Support triage for Tallybook's help desk: summaries, batch classification, reply drafts, all via Claude."""
+"""Support triage for Tallybook's help desk: summaries, classification and drafts via Claude; translations and
+tags via OpenAI."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from .app import (
     DEFAULT_MODEL,
     PRIORITIES,
     REPLY_MODEL,
+    TAG_MODEL,
+    TRANSLATION_MODEL,
     Classification,
     IncompleteReplyError,
     SupportTriage,
@@ -20,6 +23,8 @@ __all__ = [
     "DEFAULT_MODEL",
     "PRIORITIES",
     "REPLY_MODEL",
+    "TAG_MODEL",
+    "TRANSLATION_MODEL",
     "Classification",
     "IncompleteReplyError",
     "SupportTriage",

@@ -1,7 +1,9 @@
-"""The triage service: every feature is one or more calls to Anthropic's Messages API.
+"""The triage service: summaries, classification and drafts through Anthropic's Messages API; translations
+and tags through OpenAI's Chat Completions and Responses APIs.
 
 The service builds its own SDK clients, as production code does: `anthropic.Anthropic()` reads
-ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the environment. Nothing here knows about tests or budgets.
+ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the environment, `openai.OpenAI()` OPENAI_API_KEY and
+OPENAI_BASE_URL. Nothing here knows about tests or budgets.
 
 Every request starts with the same long support policy as its first system block, marked for prompt
 caching: the first call writes it to the cache (1.25x the input price), later calls read it (0.1x).
@@ -19,11 +21,17 @@ from types import TracebackType
 from typing import Any
 
 import anthropic
+import openai
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 """Summaries and classification: a mid-tier model is plenty."""
 REPLY_MODEL = "claude-opus-4-7"
 """Customer-facing drafts: the strongest model, since a person reads every word."""
+
+TRANSLATION_MODEL = "gpt-4o-mini"
+"""Translating a finished draft: a small OpenAI model does it well."""
+TAG_MODEL = "gpt-5-mini"
+"""Tagging a ticket for the help desk's search (OpenAI's Responses API)."""
 
 CATEGORIES = ("outage", "account_access", "data_privacy", "billing", "bug", "feature_request", "other")
 PRIORITIES = ("P1", "P2", "P3", "P4")
@@ -38,6 +46,8 @@ _TASKS = {
 _SUMMARY_TOKENS = 300
 _DRAFT_TOKENS = 800
 _CLASSIFY_TOKENS_PER_TICKET = 40
+_TRANSLATION_TOKENS = 1_000
+_TAG_TOKENS = 200
 
 
 class TriageError(Exception):
@@ -138,10 +148,54 @@ class SupportTriage:
         self.cache_policy = cache_policy
         # The SDK retries 429, 5xx, overloads and dropped connections itself (max_retries times).
         self._client = anthropic.Anthropic(timeout=timeout, max_retries=max_retries)
+        self._openai: openai.OpenAI | None = None
+
+    @property
+    def openai_client(self) -> openai.OpenAI:
+        """The OpenAI client, built on first use (a deployment without OpenAI features needs no key)."""
+        if self._openai is None:
+            self._openai = openai.OpenAI(timeout=self.timeout, max_retries=self.max_retries)
+        return self._openai
 
     def close(self) -> None:
         """Close the HTTP connections."""
         self._client.close()
+        if self._openai is not None:
+            self._openai.close()
+
+    def translate(self, text: str, language: str) -> str:
+        """Translate a finished reply into the customer's language (OpenAI Chat Completions, streamed)."""
+        try:
+            stream = self.openai_client.chat.completions.create(
+                model=TRANSLATION_MODEL,
+                max_completion_tokens=_TRANSLATION_TOKENS,
+                stream=True,
+                stream_options={"include_usage": True},
+                messages=[
+                    {
+                        "role": "system",
+                        "content": f"Translate the support reply into {language}. Keep names, "
+                        "amounts and invoice numbers exactly as written. Answer with the translation only.",
+                    },
+                    {"role": "user", "content": text},
+                ],
+            )
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices).strip()
+        except openai.APIError as exc:
+            raise TriageError(f"could not translate the reply: {exc}") from exc
+
+    def tags(self, ticket: Ticket) -> list[str]:
+        """Suggest search tags for a ticket (OpenAI Responses): a few lowercase words."""
+        try:
+            response = self.openai_client.responses.create(
+                model=TAG_MODEL,
+                max_output_tokens=_TAG_TOKENS,
+                instructions="Suggest up to five lowercase search tags for this support ticket, comma-separated.",
+                input=ticket.as_prompt(),
+            )
+        except openai.APIError as exc:
+            raise TriageError(f"could not tag {ticket.id}: {exc}") from exc
+        return [tag.strip(" .").lower() for tag in response.output_text.split(",") if tag.strip(" .")][:5]
 
     def __enter__(self) -> SupportTriage:
         return self

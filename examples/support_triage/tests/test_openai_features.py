@@ -1,0 +1,47 @@
+"""Translations and tags go through OpenAI: the same budget and report cover them, priced as OpenAI bills."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from triage import TAG_MODEL, TRANSLATION_MODEL, Ticket
+
+from pytest_costguard.core.pricing import PriceBook
+from pytest_costguard.domain.records import usage_from_openai
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("COSTGUARD_LIVE") == "1" and not os.environ.get("OPENAI_API_KEY"),
+    reason="live run without OPENAI_API_KEY",
+)
+
+
+def test_a_reply_is_translated_and_billed_as_openai_bills_it(triage, emulator, llm_cost) -> None:
+    before = len(emulator.billed)
+
+    spanish = triage.translate("Your refund of 19.00 USD for invoice TB-88390 is on its way.", "Spanish")
+
+    assert spanish
+    (record,) = llm_cost.records
+    (billed,) = emulator.billed[before:]
+    assert (record.provider, record.model, billed["model"]) == ("openai", TRANSLATION_MODEL, TRANSLATION_MODEL)
+    assert not record.estimated  # the app asks for usage in its stream
+    assert record.cost_usd == PriceBook().cost(usage_from_openai(billed["usage"]), billed["model"])
+
+
+def test_tags_come_from_the_responses_api_and_a_repeated_prompt_reads_the_cache(
+    triage, emulator, refund_ticket: Ticket, llm_cost
+) -> None:
+    long_ticket = Ticket(refund_ticket.id, refund_ticket.subject, refund_ticket.body * 30, refund_ticket.customer)
+    before = len(emulator.billed)
+
+    first, second = triage.tags(long_ticket), triage.tags(long_ticket)
+
+    assert first and second
+    records = llm_cost.records
+    billed = emulator.billed[before:]
+    assert [r.model for r in records] == [TAG_MODEL, TAG_MODEL]
+    assert records[0].cache_read_input_tokens == 0 < records[1].cache_read_input_tokens
+    for record, entry in zip(records, billed, strict=True):
+        assert record.cost_usd == PriceBook().cost(usage_from_openai(entry["usage"]), entry["model"])
+    assert records[1].cost_usd < records[0].cost_usd  # cached input costs a tenth
