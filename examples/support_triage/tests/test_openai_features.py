@@ -16,6 +16,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.llm_model(TRANSLATION_MODEL)  # checks the model the app asks for is what OpenAI bills: never routed
 def test_a_reply_is_translated_and_billed_as_openai_bills_it(triage, emulator, llm_cost) -> None:
     before = len(emulator.billed)
 
@@ -29,6 +30,7 @@ def test_a_reply_is_translated_and_billed_as_openai_bills_it(triage, emulator, l
     assert record.cost_usd == PriceBook().cost(usage_from_openai(billed["usage"]), billed["model"])
 
 
+@pytest.mark.llm_model(TAG_MODEL)  # never routed: it checks the model the app asks for
 def test_tags_come_from_the_responses_api_and_a_repeated_prompt_reads_the_cache(
     triage, emulator, refund_ticket: Ticket, llm_cost
 ) -> None:
