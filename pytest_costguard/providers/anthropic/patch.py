@@ -33,6 +33,8 @@ _guards: list[tuple[CostGuard | Callable[[], CostGuard], Callable[[], CostGuard 
 _shared: dict[type[Any], Any] = {}
 _wrapped: list[tuple[type[Any], Any, bool]] = []
 """Each constructor we wrapped: (class, its original `__init__`, whether the class defined it itself)."""
+_hidden: list[tuple[type[Any], property]] = []
+"""Each `middleware` property we filtered: (class, the SDK's own property)."""
 
 
 def _active_guard() -> CostGuard | None:
@@ -60,19 +62,48 @@ def _patch_base_client_module(module: Any) -> None:
 
         def wrapped(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
             shared = _shared_middleware()
-            chain = tuple(kwargs.get("middleware") or ())
-            if not any(entry is shared for entry in chain):
-                # Innermost, so it meters exactly what goes on the wire, after any user middleware.
-                kwargs["middleware"] = (*chain, shared)
+            # Innermost, so it meters exactly what goes on the wire, after any user middleware: also in a client
+            # derived with `with_middleware(extra)`, whose chain the SDK builds as (*ours, extra).
+            chain = tuple(entry for entry in kwargs.get("middleware") or () if entry is not shared)
+            kwargs["middleware"] = (*chain, shared)
             __original(self, *args, **kwargs)
 
         wrapped._costguard_patched = True  # type: ignore[attr-defined]
         wrapped.__wrapped__ = original  # type: ignore[attr-defined]
         _wrapped.append((cls, original, "__init__" in vars(cls)))
         cls.__init__ = wrapped
+    _hide_from_middleware_property(module.BaseClient)
+
+
+def _is_ours(entry: Any) -> bool:
+    return _shared.get(type(entry)) is entry
+
+
+def _hide_from_middleware_property(cls: type[Any]) -> None:
+    """Leave the shared middleware out of the public `client.middleware`, which user code reads and extends."""
+    original = vars(cls).get("middleware")
+    if not isinstance(original, property) or original.fget is None:
+        return  # not the SDK this was written for: leave it alone
+    if getattr(original.fget, "_costguard_patched", False):
+        return
+    getter = original.fget
+
+    def middleware(self: Any) -> tuple[Any, ...]:
+        return tuple(entry for entry in getter(self) if not _is_ours(entry))
+
+    middleware._costguard_patched = True  # type: ignore[attr-defined]
+    middleware.__wrapped__ = getter  # type: ignore[attr-defined]
+    middleware.__doc__ = getter.__doc__
+    _hidden.append((cls, original))
+    cls.middleware = property(middleware)
 
 
 def _unpatch_constructors() -> None:
+    while _hidden:
+        cls, original = _hidden.pop()
+        current = vars(cls).get("middleware")
+        if isinstance(current, property) and getattr(current.fget, "_costguard_patched", False):
+            cls.middleware = original
     while _wrapped:
         cls, original, own = _wrapped.pop()
         if not getattr(cls.__init__, "_costguard_patched", False):
@@ -133,7 +164,7 @@ def restore() -> None:
 
 def is_patched() -> bool:
     """Return whether the SDK patch is in place (the hook, or a wrapped constructor)."""
-    return _hook in sys.meta_path or bool(_wrapped)
+    return _hook in sys.meta_path or bool(_wrapped) or bool(_hidden)
 
 
 def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
