@@ -24,6 +24,7 @@ import argparse
 import ast
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,7 +49,6 @@ KNOWN = HERE / "known_differences.json"
 # Of the SDK's `dev` dependency group, what only its type checking and linting need.
 NOT_FOR_TESTS = {"pyright", "ruff", "boto3-stubs"}
 BUDGET = "1000"
-RERUNS = 2
 
 
 @dataclass(frozen=True)
@@ -141,26 +141,30 @@ def prepare(workdir: Path, sdk_version: str, fresh: bool) -> tuple[Path, Path]:
     return suite, python
 
 
-def model_names(tests: Path) -> list[str]:
-    """Every string literal the suite passes as a model (`model="..."`, `{"model": "..."}`), sorted."""
+def model_names(suite: Path) -> list[str]:
+    """The model names the suite may send, sorted: what its tests pass as a model, and every Claude model id
+    written in its tests or in the SDK's model lists (tests loop over `DEPRECATED_MODELS` and the `Model` type)."""
     names: set[str] = set()
-    for path in tests.rglob("*.py"):
+    sources = [*(suite / "tests").rglob("*.py"), *(suite / "src" / "anthropic").rglob("*.py")]
+    for path in sources:
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError):
             continue
+        in_tests = path.is_relative_to(suite / "tests")
         for node in ast.walk(tree):
-            if isinstance(node, ast.keyword) and node.arg == "model":
-                value = node.value
-            elif isinstance(node, ast.Dict):
+            if in_tests and isinstance(node, ast.keyword) and node.arg == "model":
+                _add_name(names, node.value)
+            elif in_tests and isinstance(node, ast.Dict):
                 for key, item in zip(node.keys, node.values, strict=True):
                     if isinstance(key, ast.Constant) and key.value == "model":
                         _add_name(names, item)
-                continue
-            else:
-                continue
-            _add_name(names, value)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and CLAUDE_ID.match(node.value):
+                names.add(node.value)
     return sorted(names)
+
+
+CLAUDE_ID = re.compile(r"^[\w.:@/-]*claude[\w.:@/-]*$")
 
 
 def _add_name(names: set[str], node: ast.expr) -> None:
@@ -185,10 +189,16 @@ def run_suite(
     workers: int,
     timeout: float,
     tag: str,
+    reuse: bool = False,
 ) -> Run:
-    """Run the suite once in `mode`; return each test's outcome from the JUnit XML."""
-    xml = out / f"{tag}.xml"
+    """Run the suite once in `mode` (or `reuse` the results of the last such run); return each test's outcome."""
+    xml, meta = out / f"{tag}.xml", out / f"{tag}.json"
+    if reuse and xml.is_file() and meta.is_file():
+        saved = json.loads(meta.read_text())
+        log(f"{tag}: reusing the run of {saved['finished']} ({saved['wall']:.0f} s)")
+        return Run(tag, read_junit(xml, suite), saved["wall"], saved["exit"], tuple(saved["load"]))
     xml.unlink(missing_ok=True)
+    meta.unlink(missing_ok=True)
     cmd = [
         str(python),
         "-m",
@@ -201,11 +211,11 @@ def run_suite(
         f"--junitxml={xml}",
         *MODES[mode],
     ]
+    env = dict(os.environ)
     if mode == "metered":
         cmd.append(f"--llm-report={out / f'{tag}-costguard.json'}")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
-    env["COSTGUARD_COMPAT_MODELS"] = str(out / "models.txt")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+        env["COSTGUARD_COMPAT_MODELS"] = str(out / "models.txt")
     env.pop("PYTEST_ADDOPTS", None)
     env.pop("PYTEST_PLUGINS", None)
     logfile = out / f"{tag}.log"
@@ -226,7 +236,11 @@ def run_suite(
     outcomes = read_junit(xml, suite) if xml.is_file() else {}
     tail = logfile.read_text(errors="replace").strip().splitlines()[-1:] or [""]
     log(f"{tag}: exit {code}, {wall:.0f} s, {len(outcomes)} tests; {tail[0]}")
-    return Run(tag, outcomes, wall, code, (before, load_average()))
+    load = (before, load_average())
+    if outcomes:
+        finished = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        meta.write_text(json.dumps({"wall": wall, "exit": code, "load": load, "finished": finished}) + "\n")
+    return Run(tag, outcomes, wall, code, load)
 
 
 def node_id(classname: str, name: str, root: Path) -> str:
@@ -287,7 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--modes", default="off,inactive,metered", help="which runs, comma-separated")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one run may take before it is stopped")
+    parser.add_argument("--reruns", type=int, default=2, help="reruns of each differing test, each way (default 2)")
     parser.add_argument("--fresh", action="store_true", help="download and build everything again")
+    parser.add_argument(
+        "--reuse",
+        default="",
+        metavar="MODES",
+        help="reuse the last results of these runs (comma-separated) instead of running them again",
+    )
     parser.add_argument(
         "--max-ratio",
         type=float,
@@ -305,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     suite, python = prepare(workdir, sdk_version, args.fresh)
     out = workdir / "results"
     out.mkdir(exist_ok=True)
-    names = model_names(suite / "tests")
+    names = model_names(suite)
     (out / "models.txt").write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
     log(f"{len(names)} model names found in the suite's sources (those genai-prices lacks get a price when metered)")
 
@@ -314,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown_modes = set(modes) - MODES.keys()
     if unknown_modes or "off" not in modes:
         parser.error(f"--modes: {args.modes!r} must include off and name only {', '.join(MODES)}")
-    runs = {mode: run_suite(python, suite, out, mode, targets, args.workers, args.timeout, mode) for mode in modes}
+    reuse = {m.strip() for m in args.reuse.split(",") if m.strip()}
+    runs = {
+        mode: run_suite(python, suite, out, mode, targets, args.workers, args.timeout, mode, reuse=mode in reuse)
+        for mode in modes
+    }
     reference = runs["off"]
     if not reference.outcomes:
         log("the reference run reported no test: see its log")
@@ -329,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         diff = differences(reference.outcomes, run.outcomes)
         if diff:
-            diff = settle_by_rerun(python, suite, out, mode, diff, args.workers, args.timeout, flaky)
+            diff = settle_by_rerun(python, suite, out, mode, diff, args.workers, args.timeout, flaky, args.reruns)
         for test, pair in diff.items():
             if mode == "metered" and test in known:
                 explained[test] = pair
@@ -398,6 +423,7 @@ def settle_by_rerun(
     workers: int,
     timeout: float,
     flaky: dict[str, set[str]],
+    reruns: int,
 ) -> dict[str, tuple[str, str]]:
     """Rerun the differing tests without the plugin and in `mode`; drop (into `flaky`) those flaky without it."""
     tests = [test for test in diff if "::" in test]
@@ -405,7 +431,7 @@ def settle_by_rerun(
         return diff  # a broad breakage: reruns would not tell anything more
     seen_off: dict[str, set[str]] = {test: {diff[test][0]} for test in tests}
     seen_mode: dict[str, set[str]] = {test: {diff[test][1]} for test in tests}
-    for attempt in range(1, RERUNS + 1):
+    for attempt in range(1, reruns + 1):
         for rerun_mode, seen in (("off", seen_off), (mode, seen_mode)):
             run = run_suite(
                 python,
