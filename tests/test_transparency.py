@@ -83,3 +83,12 @@ def test_restore_gives_the_sdk_its_own_middleware_property_back() -> None:
         patch.restore()
     assert base.BaseClient.__dict__["middleware"] is original
     assert not patch.is_patched()
+
+
+def test_a_messages_post_cast_to_a_bare_response_is_returned_and_metered(guard: CostGuard) -> None:
+    import httpx2
+
+    api = FakeAPI()
+    response = api.client().post("/v1/messages", body=REQUEST, cast_to=httpx2.Response)
+    assert isinstance(response, httpx2.Response) and response.status_code == 200
+    assert len(api.billed) == 1 and len(guard.records) == 1
