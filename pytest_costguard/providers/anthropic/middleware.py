@@ -533,8 +533,11 @@ class _Attempt:
         call: the SDK reads it before middleware runs) is returned as a meter for the shell to `finish`, with
         the SDK's own parse when the call was not streamed.
         """
-        http = response.http_response
         if self.ticket is None:
+            return None
+        http = getattr(response, "http_response", response)  # `cast_to=httpx2.Response` gives the bare response
+        if not hasattr(http, "is_success"):
+            self.guard.release(self.ticket)  # a value an inner middleware made: nothing reached the API
             return None
         if not http.is_success:
             self.guard.release(self.ticket)

@@ -36,6 +36,8 @@ _guards: list[tuple[CostGuard | Callable[[], CostGuard], Callable[[], CostGuard 
 _shared: dict[type[Any], Any] = {}
 _wrapped: list[tuple[type[Any], Any, bool]] = []
 """Each constructor we wrapped: (class, its original `__init__`, whether the class defined it itself)."""
+_hidden: list[tuple[type[Any], property]] = []
+"""Each `middleware` property we filtered: (class, the SDK's own property)."""
 
 
 _ended: list[Callable[[], CostGuard | None]] = []
@@ -69,10 +71,10 @@ def _patch_base_client_module(module: Any) -> None:
 
         def wrapped(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
             shared = _shared_middleware()
-            chain = tuple(kwargs.get("middleware") or ())
-            if not any(entry is shared for entry in chain):
-                # Innermost, so it meters exactly what goes on the wire, after any user middleware.
-                kwargs["middleware"] = (*chain, shared)
+            # Innermost, so it meters exactly what goes on the wire, after any user middleware: also in a client
+            # derived with `with_middleware(extra)`, whose chain the SDK builds as (*ours, extra).
+            chain = tuple(entry for entry in kwargs.get("middleware") or () if entry is not shared)
+            kwargs["middleware"] = (*chain, shared)
             __original(self, *args, **kwargs)
 
         wrapped._costguard_patched = True  # type: ignore[attr-defined]
@@ -80,6 +82,7 @@ def _patch_base_client_module(module: Any) -> None:
         _wrapped.append((cls, original, "__init__" in vars(cls)))
         cls.__init__ = wrapped
     _patch_request_methods(module)
+    _hide_from_middleware_property(module.BaseClient)
 
 
 # -- clients built before the patch ----------------------------------------------------------------------------
@@ -97,10 +100,16 @@ def _metered_copy(client: Any) -> Any:
     if not _guards:
         return None
     shared = _shared_middleware()
-    chain = tuple(client.middleware)
-    if any(entry is shared for entry in chain):
+    if any(entry is shared for entry in _whole_chain(client)):
         return None
-    return client.with_options(middleware=[*chain, shared])
+    return client.with_options(middleware=[*client.middleware, shared])
+
+
+def _whole_chain(client: Any) -> tuple[Any, ...]:
+    """The client's middleware including ours, which its public `middleware` leaves out once hidden."""
+    prop = getattr(type(client), "middleware", None)
+    getter = getattr(getattr(prop, "fget", None), "__wrapped__", None)
+    return tuple(getter(client) if getter is not None else client.middleware)
 
 
 def _patch_request_methods(module: Any) -> None:
@@ -139,7 +148,36 @@ def _unpatch_request_methods() -> None:
             cls.request = original
 
 
+
+def _is_ours(entry: Any) -> bool:
+    return _shared.get(type(entry)) is entry
+
+
+def _hide_from_middleware_property(cls: type[Any]) -> None:
+    """Leave the shared middleware out of the public `client.middleware`, which user code reads and extends."""
+    original = vars(cls).get("middleware")
+    if not isinstance(original, property) or original.fget is None:
+        return  # not the SDK this was written for: leave it alone
+    if getattr(original.fget, "_costguard_patched", False):
+        return
+    getter = original.fget
+
+    def middleware(self: Any) -> tuple[Any, ...]:
+        return tuple(entry for entry in getter(self) if not _is_ours(entry))
+
+    middleware._costguard_patched = True  # type: ignore[attr-defined]
+    middleware.__wrapped__ = getter  # type: ignore[attr-defined]
+    middleware.__doc__ = getter.__doc__
+    _hidden.append((cls, original))
+    cls.middleware = property(middleware)
+
+
 def _unpatch_constructors() -> None:
+    while _hidden:
+        cls, original = _hidden.pop()
+        current = vars(cls).get("middleware")
+        if isinstance(current, property) and getattr(current.fget, "_costguard_patched", False):
+            cls.middleware = original
     while _wrapped:
         cls, original, own = _wrapped.pop()
         if not getattr(cls.__init__, "_costguard_patched", False):
@@ -200,8 +238,8 @@ def restore() -> None:
 
 
 def is_patched() -> bool:
-    """Return whether the SDK patch is in place (the hook, or a wrapped constructor or `request`)."""
-    return _hook in sys.meta_path or bool(_wrapped) or bool(_requests_wrapped)
+    """Return whether the SDK patch is in place (the hook, or a wrapped constructor, `request` or property)."""
+    return _hook in sys.meta_path or bool(_wrapped) or bool(_requests_wrapped) or bool(_hidden)
 
 
 def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
