@@ -297,7 +297,9 @@ def test_no_limit_on_a_known_model_is_bounded_by_its_maximum_output():
         openai.OpenAI().chat.completions.create(model="gpt-5", messages=[{{"role": "user", "content": "hi"}}])
 """
     )
-    result = oa.runpytest_subprocess("--llm-budget=0.5", "--llm-report=r.json", "-o", "llm_prices=gpt-house = input=1 output=2")
+    result = oa.runpytest_subprocess(
+        "--llm-budget=0.5", "--llm-report=r.json", "-o", "llm_prices=gpt-house = input=1 output=2"
+    )
     result.assert_outcomes(passed=3)
     assert result.ret != 0  # the refusals fail the run
     assert _sent(oa) == []  # nothing reached the API
