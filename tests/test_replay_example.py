@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -44,13 +45,15 @@ def test_the_example_replays_offline_spending_nothing_and_saving_what_recording_
     run = _pytest(recorded, "--llm-record=none", "--llm-report=replayed.json", "--llm-budget=0.0001")
 
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "16 passed" in run.stdout
+    assert "16 passed, 2 skipped" in run.stdout  # the OpenAI part is not taped yet (docs/replay.md)
     before = json.loads((recorded / "recorded.json").read_text())
     after = json.loads((recorded / "replayed.json").read_text())
-    assert before["total_cost_usd"] > 0 and not any(c["replayed"] for c in before["calls"])
+    taped = [c for c in before["calls"] if c["provider"] == "anthropic"]
+    assert taped and not any(c["replayed"] for c in before["calls"])
     assert after["total_cost_usd"] == 0 and not after["budget_exceeded"]
-    assert len(after["calls"]) == len(before["calls"]) and all(c["replayed"] for c in after["calls"])
-    assert after["savings"]["replay_usd"] == before["total_cost_usd"]
+    assert len(after["calls"]) == len(taped) and all(c["replayed"] for c in after["calls"])
+    recorded_cost = sum(Decimal(str(c["cost_usd"])) for c in taped)
+    assert abs(Decimal(str(after["savings"]["replay_usd"])) - recorded_cost) < Decimal("1e-9")
     assert "replay: 25 calls answered from cassettes" in run.stdout
 
 

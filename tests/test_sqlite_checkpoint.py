@@ -8,6 +8,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from pytest_costguard.domain.records import CostRecord
 from pytest_costguard.metering import sqlite_ledger
 from pytest_costguard.metering.sqlite_ledger import SqliteLedger, read_ledger
@@ -53,10 +55,13 @@ def test_the_wal_is_checkpointed_off_the_call_path_and_the_thread_stops_on_close
     assert len(snapshot.records) == pairs and snapshot.spent == Decimal("0.0001") * pairs
 
 
-def test_without_the_thread_sqlite_checkpoints_inside_a_commit_as_before(tmp_path: Path) -> None:
+def test_without_the_thread_sqlite_checkpoints_inside_a_commit_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = len(_checkpointers())
+    # Off before the file is made: making it commits (the holder's name), which may already ask for a checkpoint.
+    monkeypatch.setattr(SqliteLedger, "_checkpoint_in_background", False)
     ledger = SqliteLedger.fresh(tmp_path / "ledger.sqlite3", Decimal(100))
-    ledger._checkpoint_in_background = False
     for _ in range(sqlite_ledger._CHECKPOINT_EVERY + 2):
         ledger.settle(ledger.reserve(Decimal("0.001")), RECORD)
     (pages,) = ledger._cursor.execute("PRAGMA wal_autocheckpoint").fetchone()
