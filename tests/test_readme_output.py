@@ -56,6 +56,10 @@ def run_example(args: str) -> str:
         command = [sys.executable, "-m", "pytest", "examples/support_triage", "-p", "no:cacheprovider"]
         env = {**os.environ, "COLUMNS": "80", "PYTEST_ADDOPTS": ""}
         env.pop("COSTGUARD_LIVE", None)
+        # As a newcomer's terminal prints it: under CI (`CI` set) pytest adds each failure's message to the
+        # short summary's FAILED lines, which the quoted output does not show.
+        env.pop("CI", None)
+        env.pop("BUILD_NUMBER", None)
         runs = {
             quoted: subprocess.Popen(
                 [*command, *shlex.split(quoted)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
