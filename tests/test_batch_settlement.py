@@ -40,11 +40,17 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
+_CLIENTS: list[anthropic.Anthropic] = []
+"""The clients a test built, closed when it ends (an open pool's sockets warn when collected, and warnings fail)."""
+
+
 @pytest.fixture(autouse=True)
 def _fresh(emulator: Emulator) -> Iterator[None]:
     emulator.reset()
     yield
     emulator.hold_batches = False
+    while _CLIENTS:
+        _CLIENTS.pop().close()
 
 
 def metered(emulator: Emulator, limit: str = "1") -> tuple[CostGuard, anthropic.Anthropic]:
@@ -52,6 +58,7 @@ def metered(emulator: Emulator, limit: str = "1") -> tuple[CostGuard, anthropic.
     sdk = anthropic.Anthropic(
         base_url=emulator.base_url, api_key="k", max_retries=0, middleware=[middleware_for(guard)]
     )
+    _CLIENTS.append(sdk)
     return guard, sdk
 
 
