@@ -74,8 +74,13 @@ def sse_events() -> list[bytes]:
 EVENTS = sse_events()
 
 
-def make_client() -> Any:
-    """An SDK client whose transport streams `EVENTS`, one chunk per event, in memory."""
+def make_client(bare: bool = False) -> Any:
+    """An SDK client whose transport streams `EVENTS`, one chunk per event, in memory.
+
+    `bare`: a client the plugin never meters. Once a guard is installed, clients built before it are metered
+    too (through their `request`), so the baseline keeps the SDK's own `request`, taken before the plugin is
+    imported.
+    """
     import anthropic
     import httpx2
 
@@ -83,6 +88,13 @@ def make_client() -> Any:
         return httpx2.Response(200, content=iter(EVENTS), headers={"content-type": "text/event-stream"})
 
     http = httpx2.Client(transport=httpx2.MockTransport(answer))
+    if bare:
+        from anthropic._base_client import SyncAPIClient
+
+        class Bare(anthropic.Anthropic):
+            request = SyncAPIClient.request  # the SDK's own: read before pytest_costguard wraps it
+
+        return Bare(api_key="bench", http_client=http, max_retries=0)
     return anthropic.Anthropic(api_key="bench", http_client=http, max_retries=0)
 
 
@@ -118,7 +130,7 @@ def helper_block(client: Any, calls: int) -> Callable[[], float]:
 def main() -> int:
     args = make_parser(__doc__.splitlines()[0] if __doc__ else "").parse_args()
     quick = args.quick
-    bare = make_client()  # before pytest_costguard is imported: no middleware at all
+    bare = make_client(bare=True)  # before pytest_costguard is imported: no middleware, never metered
     assert not bare.middleware, "the bare client must carry no middleware"
 
     from pytest_costguard.metering.guard import CostGuard, GuardConfig
@@ -128,7 +140,10 @@ def main() -> int:
     guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1000)))
     provider.install(guard)
     metered = make_client()
-    assert [type(m).__name__ for m in metered.middleware] == ["CostGuardMiddleware"], metered.middleware
+    from pytest_costguard.providers.anthropic.patch import middleware_chain
+
+    chain = middleware_chain(metered)  # ours included: `metered.middleware` leaves it out
+    assert [type(m).__name__ for m in chain] == ["CostGuardMiddleware"], chain
 
     calls = 10 if quick else 40
     rounds = 3 if quick else 60

@@ -30,6 +30,8 @@ SCRIPTS = (
     "bench_report.py",
     "bench_overhead.py",
     "bench_stream.py",
+    "bench_pertest.py",
+    "bench_memory.py",
     "bench_idle.py",
     "bench_money.py",
     "bench_instructions.py",

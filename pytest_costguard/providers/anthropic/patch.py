@@ -100,13 +100,14 @@ def _metered_copy(client: Any) -> Any:
     if not _guards:
         return None
     shared = _shared_middleware()
-    if any(entry is shared for entry in _whole_chain(client)):
-        return None
+    ours = type(shared)
+    if any(isinstance(entry, ours) for entry in middleware_chain(client)):
+        return None  # metered already: by the shared middleware, or by the app's own `middleware_for(guard)`
     return client.with_options(middleware=[*client.middleware, shared])
 
 
-def _whole_chain(client: Any) -> tuple[Any, ...]:
-    """The client's middleware including ours, which its public `middleware` leaves out once hidden."""
+def middleware_chain(client: Any) -> tuple[Any, ...]:
+    """A client's whole middleware chain, ours included (its public `middleware` leaves ours out)."""
     prop = getattr(type(client), "middleware", None)
     getter = getattr(getattr(prop, "fget", None), "__wrapped__", None)
     return tuple(getter(client) if getter is not None else client.middleware)
