@@ -591,6 +591,8 @@ class CostGuard:
             reserved_usd=ticket.worst_case,
             unpriced=unpriced,
         )
+        if ticket.replayed:  # answered from a cassette: nothing held or billed; what it would have cost is saved
+            record = replace(record, cost_usd=_ZERO, reserved_usd=None, replayed=True, replay_cost_usd=cost)
         self._book(ticket, record)
         return record
 

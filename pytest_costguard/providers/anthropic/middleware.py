@@ -542,9 +542,9 @@ class _Attempt:
         if not http.is_success:
             self.guard.release(self.ticket)
             return None
-        if self.ticket.batch and not self.ticket.replayed:
+        if self.ticket.batch:
             # A batch is held at its worst case until its results are read (`batch_results.py`). A replayed
-            # one holds nothing: it settles now at $0, saving what its worst case would have held.
+            # one holds nothing and costs $0; its recorded results, read back, say what replay saved.
             read = http.is_stream_consumed or http.is_closed
             self.guard.batch_created(self.ticket, batch_id_of(http) if read else None)
             return None
@@ -650,8 +650,8 @@ def _make_middleware_class() -> type[Any]:
         def handle(self, request: APIRequest, call_next: Any) -> Any:
             __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
             planned = self._plan(request)
+            reader = self._results_reader(request)  # None but for a GET of results (free: sent unmetered)
             if planned is None:
-                reader = self._results_reader(request)
                 response = call_next(request)
                 if reader is not None:
                     watch_results(*reader, response, asynchronous=False)
@@ -668,6 +668,8 @@ def _make_middleware_class() -> type[Any]:
             except BaseException as exc:
                 attempt.failed(exc)
                 raise
+            if reader is not None:  # results read under a tape (recorded or replayed): they settle the batch too
+                watch_results(*reader, response, asynchronous=False)
             meter = attempt.answered(response, asynchronous=False)
             if meter is not None:
                 try:
@@ -680,8 +682,8 @@ def _make_middleware_class() -> type[Any]:
         async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
             __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
             planned = self._plan(request)
+            reader = self._results_reader(request)  # None but for a GET of results (free: sent unmetered)
             if planned is None:
-                reader = self._results_reader(request)
                 response = await call_next(request)
                 if reader is not None:
                     watch_results(*reader, response, asynchronous=True)
@@ -698,6 +700,8 @@ def _make_middleware_class() -> type[Any]:
             except BaseException as exc:
                 attempt.failed(exc)
                 raise
+            if reader is not None:  # results read under a tape (recorded or replayed): they settle the batch too
+                watch_results(*reader, response, asynchronous=True)
             meter = attempt.answered(response, asynchronous=True)
             if meter is not None:
                 try:
