@@ -235,6 +235,7 @@ class CostGuard:
             and self._wants_preflight(scope, body, rates, bound)
         )
         return Plan(scope, requested, model, body, rates, bound, preflight, provider, tier)
+
     def _wants_preflight(self, scope: Scope, body: Mapping[str, Any], rates: Rates, bound: Bound) -> bool:
         """Whether counting `body`'s input exactly could change its admission (never without a budget)."""
         mode = self.config.preflight
@@ -412,6 +413,55 @@ class CostGuard:
             raise refused from None
         return holds
 
+    def batch_preflight(self, body: Mapping[str, Any], *, replay: bool = False) -> list[tuple[str, Mapping[str, Any]]]:
+        """The requests of a Message Batch creation worth counting exactly before it is admitted.
+
+        Each is `(custom_id, params)`; their counts go to `begin_batch(counted=)`. As for one call
+        (`_wants_preflight`): none without a budget, under `off` or when replayed; every request under `always`;
+        under `auto` those whose local bound is loose (media, documents, tools), and every one when the batch's
+        local bound does not fit what is left, unless even its bound with no input at all does not fit.
+        """
+        mode = self.config.preflight
+        scope = self.scope
+        test_ledger = self.test_ledger(scope)
+        ledgers = [ledger for ledger in (test_ledger, self.ledger) if ledger is not None and ledger.limit is not None]
+        if replay or mode == "off" or not ledgers:
+            return []
+        rules = self.config.bound_rules
+        bounded: list[tuple[str, Mapping[str, Any], Rates, Bound]] = []
+        for request in content_blocks(body.get("requests")):
+            params = request.get("params")
+            if not isinstance(params, Mapping):
+                continue
+            model = str(params.get("model", ""))
+            try:
+                rates = self.config.prices.rates(model, batch=True, fast=params.get("speed") == "fast")
+            except UnknownModelPrice:
+                return []  # `begin_batch` refuses the batch: there is nothing to count for
+            bounded.append(
+                (str(request.get("custom_id")), params, rates, bound_request(params, rates, rules, model=model))
+            )
+        if mode == "always":
+            return [(custom_id, params) for custom_id, params, _, _ in bounded]
+        try:
+            left = [ledger.remaining for ledger in ledgers]
+        except Exception:
+            return []  # a ledger that cannot be read now: the reservation reports it (and fails closed)
+        worst = sum((bound.cost for *_, bound in bounded), _ZERO)
+        fits = all(room is None or worst <= room for room in left)
+        if fits and not any(bound.loose for *_, bound in bounded):
+            return []
+        floor = sum(
+            (
+                bound_request(params, rates, rules, model=str(params.get("model")), counted=0).cost
+                for _, params, rates, _ in bounded
+            ),
+            _ZERO,
+        )
+        if not all(room is None or floor <= room for room in left):
+            return []  # refused whatever the counts say
+        return [(custom_id, params) for custom_id, params, _, bound in bounded if bound.loose or not fits]
+
     def begin_batch(
         self,
         body: Mapping[str, Any],
@@ -420,6 +470,7 @@ class CostGuard:
         replay: bool = False,
         provider: str = "anthropic",
         endpoint: Endpoint | None = None,
+        counted: Mapping[str, int | str] | None = None,
     ) -> Ticket:
         """Admit a batch's creation: hold the sum of its requests' worst cases at batch prices.
 
@@ -429,6 +480,8 @@ class CostGuard:
         process (`batch_created`, `batch_result`, `batch_results_read`), which settles each request at its real
         cost; a batch whose results are never read (an OpenAI batch's are not followed) is charged that worst
         case, marked estimated, when the session ends (`settle_open`). With `replay`, nothing is reserved.
+        `counted` holds, by custom_id, the input of the requests counted exactly before sending
+        (`batch_preflight`), or why a count failed (that request keeps its local bound, never a smaller one).
         """
         __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         scope = self.scope
@@ -436,6 +489,17 @@ class CostGuard:
         budgeted = not replay and (self.budget_applies(scope))
         worst = _ZERO
         notes: list[str] = []
+        counted = counted or {}
+        failures = [why for why in counted.values() if isinstance(why, str)]
+        if counted:
+            with self._lock:
+                self.preflight_calls += len(counted)
+                self.preflight_failed += len(failures)
+        if failures:
+            notes.append(
+                f"the exact count before sending failed for {len(failures)} request(s) ({failures[0]}): "
+                "their local bound applied"
+            )
         models: list[str] = []
         parts: dict[str, _BatchRequest] = {}
         for request in content_blocks(body.get("requests")):
@@ -454,6 +518,9 @@ class CostGuard:
                 parts[str(request.get("custom_id"))] = _BatchRequest(model, _ZERO)
                 continue
             bound = self._bound(scope, params, rates, model, provider, endpoint, budgeted)
+            tokens = counted.get(str(request.get("custom_id")))
+            if isinstance(tokens, int) and provider == "anthropic":
+                bound = bound_request(params, rates, config.bound_rules, model=model, counted=tokens)
             worst += bound.cost
             parts[str(request.get("custom_id"))] = _BatchRequest(model, bound.cost)
             notes.extend(note for note in bound.notes if note not in notes)
