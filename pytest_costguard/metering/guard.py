@@ -30,7 +30,7 @@ from ..core.routing import RoutePolicy
 from ..domain.openai_request import Endpoint
 from ..domain.records import PRICED_TIERS, CostRecord, Refusal
 from ..domain.request import content_blocks
-from .ledger import InMemoryLedger, Ledger, Reservation
+from .ledger import BatchSharing, InMemoryLedger, Ledger, Reservation
 from .scope import SESSION, Scope, current_scope, deliver
 
 __all__ = ["CostGuard", "GuardConfig", "Plan", "PreflightMode", "Refusal", "RunFinishedError", "Ticket"]
@@ -580,17 +580,61 @@ class CostGuard:
 
     # -- batch settlement ----------------------------------------------------------------------------------
     def batch_created(self, ticket: Ticket, batch_id: str | None) -> None:
-        """Keep a created batch's hold until its results are read; without its id, charge its worst case now."""
+        """Keep a created batch's hold until its results are read; without its id, charge its worst case now.
+
+        When the session ledger is shared with other processes (xdist workers) and can say which reservation
+        holds for a batch (`BatchSharing`), the batch is published there: whichever process reads its results
+        settles it, charged to the test that created it.
+        """
         if batch_id is None:
             self.settle(ticket, None)
             return
+        batch = _OpenBatch(ticket)
+        shared = self.ledger if isinstance(self.ledger, BatchSharing) else None
+        held = next((reservation for ledger, reservation in ticket.holds if ledger is self.ledger), None)
+        if shared is not None and held is not None:
+            details = {
+                "tag": ticket.tag,
+                "requested_model": ticket.requested_model,
+                "model": ticket.model,
+                "retries": ticket.retries,
+                "requests": {cid: [r.model, str(r.worst_case)] for cid, r in ticket.batch_requests.items()},
+            }
+            shared.share_batch(batch_id, held, details)
+            batch.shared = held
         with self._lock:
-            self._batches[batch_id] = _OpenBatch(ticket)
+            self._batches[batch_id] = batch
 
     def reads_batch(self, batch_id: str) -> bool:
-        """Whether `batch_id` is a batch this guard holds for and has not settled yet."""
+        """Whether `batch_id` is a batch this guard holds for and has not settled yet, or one another process
+        sharing the session ledger created (`batch_created`): its results settle it here."""
         with self._lock:
-            return batch_id in self._batches
+            if batch_id in self._batches:
+                return True
+        if not isinstance(self.ledger, BatchSharing):
+            return False
+        found = self.ledger.shared_batch(batch_id)
+        if found is None:
+            return False
+        reservation, details = found
+        requests = {cid: _BatchRequest(model, Decimal(worst)) for cid, (model, worst) in details["requests"].items()}
+        ticket = Ticket(
+            details["tag"],
+            details["requested_model"],
+            details["model"],
+            reservation.amount,
+            0,
+            False,
+            details["retries"],
+            [(self.ledger, reservation)],
+            None,
+            False,
+            batch=True,
+            batch_requests=requests,
+        )
+        with self._lock:
+            self._batches.setdefault(batch_id, _OpenBatch(ticket, shared=reservation, foreign=True))
+        return True
 
     def batch_result(self, batch_id: str, line: Mapping[str, Any]) -> None:
         """Take one line of a batch's results (`{"custom_id": ..., "result": {...}}`) as the caller reads it."""
@@ -609,8 +653,12 @@ class CostGuard:
         if batch is not None:
             self._settle_batch(batch)
 
-    def _settle_batch(self, batch: _OpenBatch) -> CostRecord:
-        """Charge a batch: each request read at its real cost (batch prices), each unread at its worst case."""
+    def _settle_batch(self, batch: _OpenBatch) -> CostRecord | None:
+        """Charge a batch: each request read at its real cost (batch prices), each unread at its worst case.
+
+        A batch published in the shared ledger is settled by the first process to settle its reservation there
+        (`BatchSharing.settle_held`): the other settles nothing (None), so it is never charged twice.
+        """
         ticket = batch.ticket
         prices = self.config.prices
         cost = _ZERO
@@ -660,6 +708,23 @@ class CostGuard:
         )
         if ticket.replayed:  # answered from a cassette: nothing held or billed; what it would have cost is saved
             record = replace(record, cost_usd=_ZERO, reserved_usd=None, replayed=True, replay_cost_usd=cost)
+        if batch.shared is not None:
+            assert isinstance(self.ledger, BatchSharing)
+            if not self.ledger.settle_held(batch.shared, record):
+                # Another process settled it first (it read the results, or it created the batch and its session
+                # ended): drop what this one holds without a record.
+                if self._close(ticket):
+                    for ledger, reservation in ticket.holds:
+                        if ledger is not self.ledger:
+                            ledger.release(reservation)
+                return None
+        if batch.foreign:
+            # Created by another process, for one of its tests: keep the record (the run reports it under that
+            # test), but it is not this context's spend. Its money is in the shared ledger already.
+            if self._close(ticket, record):
+                for listener in self.listeners:
+                    listener(record)
+            return record
         self._book(ticket, record)
         return record
 
@@ -859,6 +924,10 @@ class _OpenBatch:
     ticket: Ticket
     results: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     """Each request's `result` object, by custom_id."""
+    shared: Reservation | None = None
+    """The session ledger's reservation for it, when the batch is published there (`BatchSharing`)."""
+    foreign: bool = False
+    """Created by another process sharing the session ledger (its results are read here)."""
 
 
 def _sum_usage(a: Usage, b: Usage) -> Usage:
