@@ -195,3 +195,16 @@ def test_under_xdist_a_batch_read_on_another_worker_is_settled_at_its_real_cost_
     assert Decimal(str(call["cost_usd"])) == Decimal(str(report["total_cost_usd"])) == billed(emulator) > 0
     assert Decimal(str(call["reserved_usd"])) == worst()
     assert "estimated" not in result.stdout.str()
+
+
+def test_a_creator_reading_its_own_results_on_a_shared_ledger_settles_once(
+    emulator: Emulator, two_processes: tuple[Process, Process, Path]
+) -> None:
+    creator, _, path = two_processes
+    batch_id = creator.create()
+    assert creator.read(batch_id) == ["succeeded"]
+    creator.guard.settle_open()
+    [record] = creator.guard.records
+    assert not record.estimated and record.cost_usd == billed(emulator)
+    assert [r.cost_usd for r in read_ledger(path).records] == [record.cost_usd]
+    assert creator.guard.ledger.reserved == 0
