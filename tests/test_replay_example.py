@@ -45,7 +45,7 @@ def test_the_example_replays_offline_spending_nothing_and_saving_what_recording_
     run = _pytest(recorded, "--llm-record=none", "--llm-report=replayed.json", "--llm-budget=0.0001")
 
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "16 passed, 2 skipped" in run.stdout  # the OpenAI part is not taped yet (docs/replay.md)
+    assert "18 passed, 2 skipped" in run.stdout  # the OpenAI part is not taped yet (docs/replay.md)
     before = json.loads((recorded / "recorded.json").read_text())
     after = json.loads((recorded / "replayed.json").read_text())
     taped = [c for c in before["calls"] if c["provider"] == "anthropic"]
@@ -54,13 +54,13 @@ def test_the_example_replays_offline_spending_nothing_and_saving_what_recording_
     assert len(after["calls"]) == len(taped) and all(c["replayed"] for c in after["calls"])
     recorded_cost = sum(Decimal(str(c["cost_usd"])) for c in taped)
     assert abs(Decimal(str(after["savings"]["replay_usd"])) - recorded_cost) < Decimal("1e-9")
-    assert "replay: 25 calls answered from cassettes" in run.stdout
+    assert "replay: 27 calls answered from cassettes" in run.stdout
 
 
 def test_no_secret_is_in_any_cassette_of_the_example(recorded: Path) -> None:
     files = sorted((recorded / "tests" / "cassettes").rglob("*.json"))
 
-    assert len(files) == 13  # one per test that calls the API
+    assert len(files) == 15  # one per test that calls the API
     for path in files:
         text = path.read_text()
         assert "offline-dummy-key" not in text  # the key the example's clients send

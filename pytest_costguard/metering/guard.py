@@ -30,7 +30,7 @@ from ..core.routing import RoutePolicy
 from ..domain.openai_request import Endpoint
 from ..domain.records import PRICED_TIERS, CostRecord, Refusal
 from ..domain.request import content_blocks
-from .ledger import InMemoryLedger, Ledger, Reservation
+from .ledger import BatchSharing, InMemoryLedger, Ledger, Reservation
 from .scope import SESSION, Scope, current_scope, deliver
 
 __all__ = ["CostGuard", "GuardConfig", "Plan", "PreflightMode", "Refusal", "RunFinishedError", "Ticket"]
@@ -235,6 +235,7 @@ class CostGuard:
             and self._wants_preflight(scope, body, rates, bound)
         )
         return Plan(scope, requested, model, body, rates, bound, preflight, provider, tier)
+
     def _wants_preflight(self, scope: Scope, body: Mapping[str, Any], rates: Rates, bound: Bound) -> bool:
         """Whether counting `body`'s input exactly could change its admission (never without a budget)."""
         mode = self.config.preflight
@@ -412,6 +413,55 @@ class CostGuard:
             raise refused from None
         return holds
 
+    def batch_preflight(self, body: Mapping[str, Any], *, replay: bool = False) -> list[tuple[str, Mapping[str, Any]]]:
+        """The requests of a Message Batch creation worth counting exactly before it is admitted.
+
+        Each is `(custom_id, params)`; their counts go to `begin_batch(counted=)`. As for one call
+        (`_wants_preflight`): none without a budget, under `off` or when replayed; every request under `always`;
+        under `auto` those whose local bound is loose (media, documents, tools), and every one when the batch's
+        local bound does not fit what is left, unless even its bound with no input at all does not fit.
+        """
+        mode = self.config.preflight
+        scope = self.scope
+        test_ledger = self.test_ledger(scope)
+        ledgers = [ledger for ledger in (test_ledger, self.ledger) if ledger is not None and ledger.limit is not None]
+        if replay or mode == "off" or not ledgers:
+            return []
+        rules = self.config.bound_rules
+        bounded: list[tuple[str, Mapping[str, Any], Rates, Bound]] = []
+        for request in content_blocks(body.get("requests")):
+            params = request.get("params")
+            if not isinstance(params, Mapping):
+                continue
+            model = str(params.get("model", ""))
+            try:
+                rates = self.config.prices.rates(model, batch=True, fast=params.get("speed") == "fast")
+            except UnknownModelPrice:
+                return []  # `begin_batch` refuses the batch: there is nothing to count for
+            bounded.append(
+                (str(request.get("custom_id")), params, rates, bound_request(params, rates, rules, model=model))
+            )
+        if mode == "always":
+            return [(custom_id, params) for custom_id, params, _, _ in bounded]
+        try:
+            left = [ledger.remaining for ledger in ledgers]
+        except Exception:
+            return []  # a ledger that cannot be read now: the reservation reports it (and fails closed)
+        worst = sum((bound.cost for *_, bound in bounded), _ZERO)
+        fits = all(room is None or worst <= room for room in left)
+        if fits and not any(bound.loose for *_, bound in bounded):
+            return []
+        floor = sum(
+            (
+                bound_request(params, rates, rules, model=str(params.get("model")), counted=0).cost
+                for _, params, rates, _ in bounded
+            ),
+            _ZERO,
+        )
+        if not all(room is None or floor <= room for room in left):
+            return []  # refused whatever the counts say
+        return [(custom_id, params) for custom_id, params, _, bound in bounded if bound.loose or not fits]
+
     def begin_batch(
         self,
         body: Mapping[str, Any],
@@ -420,6 +470,7 @@ class CostGuard:
         replay: bool = False,
         provider: str = "anthropic",
         endpoint: Endpoint | None = None,
+        counted: Mapping[str, int | str] | None = None,
     ) -> Ticket:
         """Admit a batch's creation: hold the sum of its requests' worst cases at batch prices.
 
@@ -429,6 +480,8 @@ class CostGuard:
         process (`batch_created`, `batch_result`, `batch_results_read`), which settles each request at its real
         cost; a batch whose results are never read (an OpenAI batch's are not followed) is charged that worst
         case, marked estimated, when the session ends (`settle_open`). With `replay`, nothing is reserved.
+        `counted` holds, by custom_id, the input of the requests counted exactly before sending
+        (`batch_preflight`), or why a count failed (that request keeps its local bound, never a smaller one).
         """
         __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         scope = self.scope
@@ -436,6 +489,17 @@ class CostGuard:
         budgeted = not replay and (self.budget_applies(scope))
         worst = _ZERO
         notes: list[str] = []
+        counted = counted or {}
+        failures = [why for why in counted.values() if isinstance(why, str)]
+        if counted:
+            with self._lock:
+                self.preflight_calls += len(counted)
+                self.preflight_failed += len(failures)
+        if failures:
+            notes.append(
+                f"the exact count before sending failed for {len(failures)} request(s) ({failures[0]}): "
+                "their local bound applied"
+            )
         models: list[str] = []
         parts: dict[str, _BatchRequest] = {}
         for request in content_blocks(body.get("requests")):
@@ -454,6 +518,9 @@ class CostGuard:
                 parts[str(request.get("custom_id"))] = _BatchRequest(model, _ZERO)
                 continue
             bound = self._bound(scope, params, rates, model, provider, endpoint, budgeted)
+            tokens = counted.get(str(request.get("custom_id")))
+            if isinstance(tokens, int) and provider == "anthropic":
+                bound = bound_request(params, rates, config.bound_rules, model=model, counted=tokens)
             worst += bound.cost
             parts[str(request.get("custom_id"))] = _BatchRequest(model, bound.cost)
             notes.extend(note for note in bound.notes if note not in notes)
@@ -513,17 +580,61 @@ class CostGuard:
 
     # -- batch settlement ----------------------------------------------------------------------------------
     def batch_created(self, ticket: Ticket, batch_id: str | None) -> None:
-        """Keep a created batch's hold until its results are read; without its id, charge its worst case now."""
+        """Keep a created batch's hold until its results are read; without its id, charge its worst case now.
+
+        When the session ledger is shared with other processes (xdist workers) and can say which reservation
+        holds for a batch (`BatchSharing`), the batch is published there: whichever process reads its results
+        settles it, charged to the test that created it.
+        """
         if batch_id is None:
             self.settle(ticket, None)
             return
+        batch = _OpenBatch(ticket)
+        shared = self.ledger if isinstance(self.ledger, BatchSharing) else None
+        held = next((reservation for ledger, reservation in ticket.holds if ledger is self.ledger), None)
+        if shared is not None and held is not None:
+            details = {
+                "tag": ticket.tag,
+                "requested_model": ticket.requested_model,
+                "model": ticket.model,
+                "retries": ticket.retries,
+                "requests": {cid: [r.model, str(r.worst_case)] for cid, r in ticket.batch_requests.items()},
+            }
+            shared.share_batch(batch_id, held, details)
+            batch.shared = held
         with self._lock:
-            self._batches[batch_id] = _OpenBatch(ticket)
+            self._batches[batch_id] = batch
 
     def reads_batch(self, batch_id: str) -> bool:
-        """Whether `batch_id` is a batch this guard holds for and has not settled yet."""
+        """Whether `batch_id` is a batch this guard holds for and has not settled yet, or one another process
+        sharing the session ledger created (`batch_created`): its results settle it here."""
         with self._lock:
-            return batch_id in self._batches
+            if batch_id in self._batches:
+                return True
+        if not isinstance(self.ledger, BatchSharing):
+            return False
+        found = self.ledger.shared_batch(batch_id)
+        if found is None:
+            return False
+        reservation, details = found
+        requests = {cid: _BatchRequest(model, Decimal(worst)) for cid, (model, worst) in details["requests"].items()}
+        ticket = Ticket(
+            details["tag"],
+            details["requested_model"],
+            details["model"],
+            reservation.amount,
+            0,
+            False,
+            details["retries"],
+            [(self.ledger, reservation)],
+            None,
+            False,
+            batch=True,
+            batch_requests=requests,
+        )
+        with self._lock:
+            self._batches.setdefault(batch_id, _OpenBatch(ticket, shared=reservation, foreign=True))
+        return True
 
     def batch_result(self, batch_id: str, line: Mapping[str, Any]) -> None:
         """Take one line of a batch's results (`{"custom_id": ..., "result": {...}}`) as the caller reads it."""
@@ -542,8 +653,12 @@ class CostGuard:
         if batch is not None:
             self._settle_batch(batch)
 
-    def _settle_batch(self, batch: _OpenBatch) -> CostRecord:
-        """Charge a batch: each request read at its real cost (batch prices), each unread at its worst case."""
+    def _settle_batch(self, batch: _OpenBatch) -> CostRecord | None:
+        """Charge a batch: each request read at its real cost (batch prices), each unread at its worst case.
+
+        A batch published in the shared ledger is settled by the first process to settle its reservation there
+        (`BatchSharing.settle_held`): the other settles nothing (None), so it is never charged twice.
+        """
         ticket = batch.ticket
         prices = self.config.prices
         cost = _ZERO
@@ -591,6 +706,25 @@ class CostGuard:
             reserved_usd=ticket.worst_case,
             unpriced=unpriced,
         )
+        if ticket.replayed:  # answered from a cassette: nothing held or billed; what it would have cost is saved
+            record = replace(record, cost_usd=_ZERO, reserved_usd=None, replayed=True, replay_cost_usd=cost)
+        if batch.shared is not None:
+            assert isinstance(self.ledger, BatchSharing)
+            if not self.ledger.settle_held(batch.shared, record):
+                # Another process settled it first (it read the results, or it created the batch and its session
+                # ended): drop what this one holds without a record.
+                if self._close(ticket):
+                    for ledger, reservation in ticket.holds:
+                        if ledger is not self.ledger:
+                            ledger.release(reservation)
+                return None
+        if batch.foreign:
+            # Created by another process, for one of its tests: keep the record (the run reports it under that
+            # test), but it is not this context's spend. Its money is in the shared ledger already.
+            if self._close(ticket, record):
+                for listener in self.listeners:
+                    listener(record)
+            return record
         self._book(ticket, record)
         return record
 
@@ -790,6 +924,10 @@ class _OpenBatch:
     ticket: Ticket
     results: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     """Each request's `result` object, by custom_id."""
+    shared: Reservation | None = None
+    """The session ledger's reservation for it, when the batch is published there (`BatchSharing`)."""
+    foreign: bool = False
+    """Created by another process sharing the session ledger (its results are read here)."""
 
 
 def _sum_usage(a: Usage, b: Usage) -> Usage:

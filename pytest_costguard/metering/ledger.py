@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..core.budget import BudgetExceededError, refusal_frame
 from ..domain.records import CostRecord
 
-__all__ = ["InMemoryLedger", "Ledger", "Reservation"]
-
-
+__all__ = ["BatchSharing", "InMemoryLedger", "Ledger", "Reservation"]
 
 
 class Reservation(NamedTuple):
@@ -72,6 +71,24 @@ class Ledger(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchSharing(Protocol):
+    """A ledger shared by processes that can also tell them which reservation holds for a Message Batch, so that
+    the process reading its results settles it, whichever process created it (`sqlite_ledger.SqliteLedger`)."""
+
+    def settle_held(self, reservation: Reservation, record: CostRecord) -> bool:
+        """Settle `reservation` unless it is not held any more; return whether this call settled it."""
+        ...
+
+    def share_batch(self, batch_id: str, reservation: Reservation, details: Mapping[str, Any]) -> None:
+        """Publish the reservation holding for `batch_id`, with what settling it needs."""
+        ...
+
+    def shared_batch(self, batch_id: str) -> tuple[Reservation, dict[str, Any]] | None:
+        """The reservation and details published for `batch_id`, or None."""
+        ...
+
+
 @dataclass(eq=False)
 class InMemoryLedger:
     """A thread-safe ledger for one process."""
@@ -98,9 +115,7 @@ class InMemoryLedger:
         with self._lock:
             if self.limit is not None and self._spent + self._held_total + amount > self.limit:
                 self._refused += 1
-                raise BudgetExceededError(
-                    self._spent, self.limit, amount, scope=self.scope, reserved=self._held_total
-                )
+                raise BudgetExceededError(self._spent, self.limit, amount, scope=self.scope, reserved=self._held_total)
             reservation_id = next(self._ids)
             self._held[reservation_id] = amount
             self._held_total += amount

@@ -33,6 +33,7 @@ the money stays counted, because the dead call may have been billed. Freeing it 
 from __future__ import annotations
 
 import decimal
+import json
 import os
 import random
 import socket
@@ -40,7 +41,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -176,6 +177,16 @@ _INSERT_RECORD_EXCESS = f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES ({_RECO
 _INSERT_REFUSAL = (
     f"INSERT INTO refusals (pid, worker, tag, scope, amount, message, created) VALUES (?, ?, ?, ?, ?, ?, {_SQL_NOW})"
 )
+
+
+_BATCHES_DDL = """CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    reservation_id INTEGER NOT NULL,
+    amount TEXT NOT NULL,
+    details TEXT NOT NULL,
+    created TEXT NOT NULL
+)"""
+"""Message Batches whose results another process may read: the reservation holding for each, by batch id."""
 
 
 class LedgerError(Exception):
@@ -608,6 +619,41 @@ class SqliteLedger:
         """Drop a reservation whose call was not billed."""
         with self._write() as cursor:
             cursor.execute(_DELETE_RESERVATION, (reservation.id,))
+
+    # -- Message Batches read in another process -------------------------------------------------------------
+    def settle_held(self, reservation: Reservation, record: CostRecord) -> bool:
+        """Settle `reservation` as `settle` does; return whether this call did (False: it was not held any more,
+        settled or released by this or another process first)."""
+        values = _record_row(record)
+        with self._overflow_as_error(f"cannot settle a call of ${record.cost_usd}"), self._write() as cursor:
+            if not cursor.execute(_DELETE_RESERVATION, (reservation.id,)).rowcount:
+                return False
+            self._insert_record(cursor.connection, values, record.cost_usd, reservation.id, self._pid, self.worker)
+            return True
+
+    def share_batch(self, batch_id: str, reservation: Reservation, details: Mapping[str, Any]) -> None:
+        """Say which reservation holds for the Message Batch `batch_id`, and for whom (`details`), so that a
+        process sharing the ledger that reads its results can settle it (`shared_batch`, `settle_held`)."""
+        with self._write() as cursor:
+            cursor.execute(_BATCHES_DDL)  # a ledger started by an earlier release has no such table
+            cursor.execute(
+                f"INSERT OR REPLACE INTO batches (id, reservation_id, amount, details, created) "
+                f"VALUES (?, ?, ?, ?, {_SQL_NOW})",
+                (batch_id, reservation.id, str(reservation.amount), json.dumps(details)),
+            )
+
+    def shared_batch(self, batch_id: str) -> tuple[Reservation, dict[str, Any]] | None:
+        """The reservation and details a process shared for `batch_id` (`share_batch`), or None."""
+        with self._read() as conn:
+            try:
+                row = conn.execute(
+                    "SELECT reservation_id, amount, details FROM batches WHERE id = ?", (batch_id,)
+                ).fetchone()
+            except sqlite3.OperationalError:
+                return None  # no batch was ever shared in this ledger: no table
+        if row is None:
+            return None
+        return Reservation(row[0], _money(row[1])), json.loads(row[2])
 
     @property
     def spent(self) -> Decimal:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -56,6 +57,10 @@ class TriageError(Exception):
 
 class IncompleteReplyError(TriageError):
     """A streamed draft ended before the model finished it: never send half a reply."""
+
+
+class BacklogNotDoneError(TriageError):
+    """The overnight batch was still running when the caller stopped waiting (it keeps running at the API)."""
 
 
 @dataclass(frozen=True)
@@ -271,3 +276,41 @@ class SupportTriage:
                 return _text(message)
 
             return list(await asyncio.gather(*(one(t) for t in tickets)))
+
+    def summarize_backlog(
+        self, tickets: Sequence[Ticket], *, poll_interval: float = 60.0, timeout: float = 24 * 3600.0
+    ) -> dict[str, str | None]:
+        """Summarise a backlog overnight through the Message Batches API (half the price, answered within 24 h).
+
+        One request per ticket is submitted with `messages.batches.create`; the batch is polled with
+        `retrieve` every `poll_interval` seconds until it ends, then its `results` are read. Returns each
+        ticket's summary by id, None for a ticket whose request did not succeed (errored, expired or cancelled:
+        submit it again tomorrow). Raises `BacklogNotDoneError` if the batch has not ended after `timeout`.
+        """
+        if not tickets:
+            return {}
+        requests = [
+            {
+                "custom_id": ticket.id,
+                "params": self._request(
+                    "summarize", ticket.as_prompt(), model=self.model, max_tokens=_SUMMARY_TOKENS
+                ),
+            }
+            for ticket in tickets
+        ]
+        batches = self._client.messages.batches
+        try:
+            batch = batches.create(requests=requests)  # type: ignore[arg-type]
+            deadline = time.monotonic() + timeout
+            while batch.processing_status != "ended":
+                if time.monotonic() >= deadline:
+                    raise BacklogNotDoneError(f"batch {batch.id} of {len(tickets)} tickets has not ended yet")
+                time.sleep(poll_interval)
+                batch = batches.retrieve(batch.id)
+            summaries: dict[str, str | None] = dict.fromkeys((t.id for t in tickets), None)
+            for line in batches.results(batch.id):
+                if line.result.type == "succeeded" and line.custom_id in summaries:
+                    summaries[line.custom_id] = _text(line.result.message) or None
+        except (anthropic.APIError, ValueError) as exc:
+            raise TriageError(f"could not summarise a backlog of {len(tickets)} tickets: {exc}") from exc
+        return summaries

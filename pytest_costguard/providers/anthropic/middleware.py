@@ -542,9 +542,9 @@ class _Attempt:
         if not http.is_success:
             self.guard.release(self.ticket)
             return None
-        if self.ticket.batch and not self.ticket.replayed:
+        if self.ticket.batch:
             # A batch is held at its worst case until its results are read (`batch_results.py`). A replayed
-            # one holds nothing: it settles now at $0, saving what its worst case would have held.
+            # one holds nothing and costs $0; its recorded results, read back, say what replay saved.
             read = http.is_stream_consumed or http.is_closed
             self.guard.batch_created(self.ticket, batch_id_of(http) if read else None)
             return None
@@ -566,8 +566,9 @@ class _Middleware:
     def __init__(self, guard: Callable[[], CostGuard | None]) -> None:
         self._guard = guard
 
-    def _plan(self, request: APIRequest) -> _Attempt | _Planned | None:
-        """Admit a batch creation at once; plan a Messages call (its preflight comes next); else None."""
+    def _plan(self, request: APIRequest) -> _Attempt | _Planned | _PlannedBatch | None:
+        """Admit a batch creation (or plan it, when some of its requests are to be counted first); plan a Messages
+        call (its preflight comes next); else None."""
         __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
         guard = self._guard()
         if guard is None:
@@ -597,6 +598,9 @@ class _Middleware:
         if kind == BATCH:
             if "requests" not in body:
                 return unmetered  # creates nothing: the API rejects it unbilled
+            wanted = guard.batch_preflight(body, replay=replay)
+            if wanted:
+                return _PlannedBatch(guard, request, body, wanted, tape, replay)
             return _Attempt(guard, guard.begin_batch(body, retries=retries, replay=replay), request, tape)
         return _Planned(guard, guard.plan(body, replay=replay), request, body, raw, tape, replay)
 
@@ -614,6 +618,12 @@ class _Middleware:
         )
         if sent is not body:
             request = _with_body(request, sent, raw=raw)
+        return _Attempt(guard, ticket, request, tape)
+
+    def _admit_batch(self, planned: _PlannedBatch, counted: Mapping[str, Counted]) -> _Attempt:
+        __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
+        guard, request, body, _, tape, replay = planned
+        ticket = guard.begin_batch(body, retries=request.retries_taken, replay=replay, counted=counted)
         return _Attempt(guard, ticket, request, tape)
 
     def _results_reader(self, request: APIRequest) -> tuple[CostGuard, str] | None:
@@ -641,6 +651,24 @@ class _Planned(NamedTuple):
     """A recording may answer it: nothing is reserved unless none does."""
 
 
+class _PlannedBatch(NamedTuple):
+    """A Message Batch creation waiting for the exact counts of some of its requests (`CostGuard.batch_preflight`).
+
+    The counts are made one after another, each as one preflight is: the count endpoint is rate-limited on
+    its own, and a batch of thousands of requests must not burst thousands of counts at once.
+    """
+
+    guard: CostGuard
+    request: APIRequest
+    body: Mapping[str, Any]
+    wanted: list[tuple[str, Mapping[str, Any]]]
+    """The requests to count: (custom_id, params)."""
+    tape: Tape | None
+    """The running test's cassette, or None."""
+    replay: bool
+    """A recording may answer it: nothing is reserved unless none does."""
+
+
 def _make_middleware_class() -> type[Any]:
     from anthropic import Middleware
 
@@ -650,14 +678,17 @@ def _make_middleware_class() -> type[Any]:
         def handle(self, request: APIRequest, call_next: Any) -> Any:
             __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
             planned = self._plan(request)
+            reader = self._results_reader(request)  # None but for a GET of results (free: sent unmetered)
             if planned is None:
-                reader = self._results_reader(request)
                 response = call_next(request)
                 if reader is not None:
                     watch_results(*reader, response, asynchronous=False)
                 return response
             if isinstance(planned, _Attempt):
                 attempt = planned
+            elif isinstance(planned, _PlannedBatch):
+                counts = {custom_id: count(request, params, call_next) for custom_id, params in planned.wanted}
+                attempt = self._admit_batch(planned, counts)
             else:
                 body = planned.plan.body
                 counted = count(request, body, call_next) if planned.plan.preflight else None
@@ -668,6 +699,8 @@ def _make_middleware_class() -> type[Any]:
             except BaseException as exc:
                 attempt.failed(exc)
                 raise
+            if reader is not None:  # results read under a tape (recorded or replayed): they settle the batch too
+                watch_results(*reader, response, asynchronous=False)
             meter = attempt.answered(response, asynchronous=False)
             if meter is not None:
                 try:
@@ -680,14 +713,19 @@ def _make_middleware_class() -> type[Any]:
         async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
             __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
             planned = self._plan(request)
+            reader = self._results_reader(request)  # None but for a GET of results (free: sent unmetered)
             if planned is None:
-                reader = self._results_reader(request)
                 response = await call_next(request)
                 if reader is not None:
                     watch_results(*reader, response, asynchronous=True)
                 return response
             if isinstance(planned, _Attempt):
                 attempt = planned
+            elif isinstance(planned, _PlannedBatch):
+                counts = {}
+                for custom_id, params in planned.wanted:  # one at a time (`_PlannedBatch`)
+                    counts[custom_id] = await count_async(request, params, call_next)
+                attempt = self._admit_batch(planned, counts)
             else:
                 body = planned.plan.body
                 counted = await count_async(request, body, call_next) if planned.plan.preflight else None
@@ -698,6 +736,8 @@ def _make_middleware_class() -> type[Any]:
             except BaseException as exc:
                 attempt.failed(exc)
                 raise
+            if reader is not None:  # results read under a tape (recorded or replayed): they settle the batch too
+                watch_results(*reader, response, asynchronous=True)
             meter = attempt.answered(response, asynchronous=True)
             if meter is not None:
                 try:

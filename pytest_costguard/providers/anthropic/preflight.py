@@ -40,11 +40,17 @@ Counted = int | str
 
 
 def count_request(request: APIRequest, body: Mapping[str, Any]) -> APIRequest:
-    """Derive, from a Messages call about to be sent with `body`, the request counting its input."""
+    """Derive, from a Messages call about to be sent with `body`, the request counting its input.
+
+    From a Message Batch creation (`.../messages/batches`), `body` is one of its requests' `params`.
+    """
     from anthropic import APIRequest
 
     path, sep, query = request.url.partition("?")
-    url = path.rstrip("/") + "/count_tokens" + sep + query  # keeps `?beta=true` on beta calls
+    path = path.rstrip("/")
+    if path.endswith("/batches"):
+        path = path[: -len("/batches")]
+    url = path + "/count_tokens" + sep + query  # keeps `?beta=true` on beta calls
     timeout = request.timeout
     short = timeout if isinstance(timeout, (int, float)) and 0 < timeout < PREFLIGHT_TIMEOUT else PREFLIGHT_TIMEOUT
     derived = request.copy(url=url, body={k: body[k] for k in COUNTED_FIELDS if k in body}, timeout=short)
