@@ -17,7 +17,8 @@ import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from html import escape
-from typing import Any
+from operator import itemgetter
+from typing import Any, cast
 
 from ..domain.money import format_usd, usd_from_json
 from .model import budget_line
@@ -35,6 +36,8 @@ PAGE_ROWS = 100
 
 # Call flags in the embedded data (one integer per call).
 _ESTIMATED, _STREAMED, _REPLAYED, _REFUSED = 1, 2, 4, 8
+_REPORT_PLACES = Decimal("1e-10")
+"""The places of the JSON report's amounts (`domain.money.usd_to_json`)."""
 _PALETTE = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2")
 
 
@@ -52,12 +55,34 @@ def _dec(value: Any) -> Decimal:
 
 # -- the embedded data -----------------------------------------------------------------------------------------
 
+# The table's columns: (key in the embedded data and the page's script, field of the JSON report's entry).
+_CALL_COLUMNS = (
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cache_write", "cache_creation_input_tokens"),
+    ("cache_read", "cache_read_input_tokens"),
+    ("retries", "retries"),
+    ("cost", "cost_usd"),
+)
+_TEST_COLUMNS = (
+    ("calls", "calls"),
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cache_write", "cache_creation_input_tokens"),
+    ("cache_read", "cache_read_input_tokens"),
+    ("estimated", "estimated_calls"),
+    ("cost", "cost_usd"),
+)
+
 
 def table_data(report: Mapping[str, Any]) -> dict[str, Any]:
     """Return the compact copy of the report's tests and calls the page's script renders the table from.
 
-    Strings (node ids, models, outcomes) are listed once and referred to by index; each test and each call is
-    an array of numbers. A refused call is a call row flagged refused, with no model and no cost.
+    Columnar: `tests` and `calls` each map a field to one flat list, row i of the table being entry i of every
+    list. Strings (node ids, models, outcomes) are listed once and referred to by index (-1: none); tokens are
+    integers; money is the JSON report's own numbers, copied, never recomputed. Test i is `names[i]`. Calls
+    from `first_refusal` on are the refused calls (flagged refused, no model, no cost), their worst cases in
+    `worst`.
     """
     return _digest(report)[0]
 
@@ -66,109 +91,121 @@ _Pairs = dict[tuple[int, int], list[Any]]
 """(requested model, billed model) -> [calls, input, cache write, cache read, output, [costs]]."""
 
 
+def _column(rows: Sequence[Mapping[str, Any]], field: str) -> list[Any]:
+    return list(map(itemgetter(field), rows))
+
+
 def _digest(report: Mapping[str, Any]) -> tuple[dict[str, Any], _Pairs, list[str]]:
-    """One pass over the calls: the table's data, and the totals per (requested, billed) model pair."""
-    names: list[str] = [t["nodeid"] for t in report["tests"]]
-    name_index = {nodeid: i for i, nodeid in enumerate(names)}
-    models: list[str] = []
-    model_index: dict[str, int] = {}
+    """The table's data, column by column, and the totals per (requested, billed) model pair."""
+    tests: Sequence[Mapping[str, Any]] = report["tests"]
+    calls: Sequence[Mapping[str, Any]] = report["calls"]
+    names: list[str] = _column(tests, "nodeid")
+    name_index: dict[str | None, int] = {nodeid: i for i, nodeid in enumerate(names)}
+    name_index[None] = -1  # a call outside any test
 
     def name_of(nodeid: str | None) -> int:
-        if nodeid is None:
-            return -1
         found = name_index.get(nodeid)
-        if found is None:
+        if found is None:  # a call of a test the report does not list (a hand-edited or partial report)
             found = name_index[nodeid] = len(names)
-            names.append(nodeid)
+            names.append(nodeid)  # type: ignore[arg-type]  # None is always in name_index
         return found
 
-    def model_of(model: str) -> int:
-        found = model_index.get(model)
-        if found is None:
-            found = model_index[model] = len(models)
-            models.append(model)
-        return found
+    # The schema's fields by name; only `replayed` (newer reports) may be missing.
+    nodeids = _column(calls, "nodeid")
+    found = list(map(name_index.get, nodeids))
+    test_of: list[int] = list(map(name_of, nodeids)) if None in found else cast("list[int]", found)
+    billed_names = _column(calls, "model")
+    requested_names = [r or b for r, b in zip(_column(calls, "requested_model"), billed_names, strict=True)]
+    models = sorted({*billed_names, *requested_names})
+    model_index = {model: i for i, model in enumerate(models)}
+    billed = list(map(model_index.__getitem__, billed_names))
+    requested = list(map(model_index.__getitem__, requested_names))
+    columns: dict[str, list[Any]] = {key: _column(calls, field) for key, field in _CALL_COLUMNS}
+    flags = [
+        (_ESTIMATED if estimated else 0) | (_STREAMED if streamed else 0)
+        for estimated, streamed in zip(_column(calls, "estimated"), _column(calls, "streamed"), strict=True)
+    ]
+    replayed_rows = [i for i, call in enumerate(calls) if call.get("replayed")]
+    for i in replayed_rows:
+        flags[i] |= _REPLAYED
 
-    retries_of: dict[int, int] = {}
-    refused_of: dict[int, int] = {}
-    replayed_of: dict[int, int] = {}
     pairs: _Pairs = {}
-    calls: list[list[Any]] = []
-    replay = False
-    for call in report["calls"]:
-        # The schema's fields by name; only `replayed` (newer reports) may be missing.
-        name = name_of(call["nodeid"])
-        billed = model_of(call["model"])
-        requested = model_of(call["requested_model"]) if call["requested_model"] else billed
-        flags = (_ESTIMATED if call["estimated"] else 0) | (_STREAMED if call["streamed"] else 0)
-        if call.get("replayed"):  # the replayed column shows only when something was replayed
-            replay = True
-            flags |= _REPLAYED
-            replayed_of[name] = replayed_of.get(name, 0) + 1
-        retries = call["retries"]
-        if retries:
-            retries_of[name] = retries_of.get(name, 0) + retries
-        row = [
-            name,
-            requested,
-            billed,
-            call["input_tokens"],
-            call["output_tokens"],
-            call["cache_creation_input_tokens"],
-            call["cache_read_input_tokens"],
-            call["cost_usd"],
-            retries,
-            flags,
-        ]
-        calls.append(row)
-        pair = pairs.get((requested, billed))
+    for key, inp, out, cw, cr, cost in zip(
+        zip(requested, billed, strict=True),
+        columns["input"],
+        columns["output"],
+        columns["cache_write"],
+        columns["cache_read"],
+        columns["cost"],
+        strict=True,
+    ):
+        pair = pairs.get(key)
         if pair is None:
-            pair = pairs[requested, billed] = [0, 0, 0, 0, 0, []]
+            pair = pairs[key] = [0, 0, 0, 0, 0, []]
         pair[0] += 1
-        pair[1] += row[3]
-        pair[2] += row[5]
-        pair[3] += row[6]
-        pair[4] += row[4]
-        pair[5].append(row[7])
-    for refusal in report.get("refusals", ()):
-        name = name_of(refusal.get("nodeid"))
-        calls.append([name, -1, -1, 0, 0, 0, 0, 0, 0, _REFUSED, refusal.get("worst_case_usd", 0)])
-        refused_of[name] = refused_of.get(name, 0) + 1
-    outcomes: list[str] = []
-    outcome_index: dict[str, int] = {}
-    tests: list[list[Any]] = []
-    for i, test in enumerate(report["tests"]):
-        outcome = test.get("outcome", "unknown")
-        found = outcome_index.get(outcome)
-        if found is None:
-            found = outcome_index[outcome] = len(outcomes)
-            outcomes.append(outcome)
-        tests.append(
-            [
-                i,
-                found,
-                test["cost_usd"],
-                test["calls"],
-                test["input_tokens"],
-                test["output_tokens"],
-                test.get("cache_creation_input_tokens", 0),
-                test.get("cache_read_input_tokens", 0),
-                test.get("estimated_calls", 0),
-                retries_of.get(i, 0),
-                refused_of.get(i, 0),
-                replayed_of.get(i, 0),
-            ]
-        )
+        pair[1] += inp
+        pair[2] += cw
+        pair[3] += cr
+        pair[4] += out
+        pair[5].append(cost)
+
+    # A refused call is a row too, after the billed ones: flagged refused, no model, nothing spent.
+    refusals: Sequence[Mapping[str, Any]] = report.get("refusals", ())
+    first_refusal = len(calls)
+    refused_of = [name_of(r.get("nodeid")) for r in refusals]
+    test_of += refused_of
+    requested += [-1] * len(refusals)
+    billed += [-1] * len(refusals)
+    for column in columns.values():
+        column += [0] * len(refusals)
+    flags += [_REFUSED] * len(refusals)
+
+    # Per test: what only the calls say.
+    retries_of = [0] * len(names)
+    for name, retries in zip(test_of, columns["retries"], strict=True):
+        if retries and name >= 0:
+            retries_of[name] += retries
+    replayed_of = [0] * len(names)
+    for i in replayed_rows:
+        if test_of[i] >= 0:
+            replayed_of[test_of[i]] += 1
+    refusals_of = [0] * len(names)
+    for name in refused_of:
+        if name >= 0:
+            refusals_of[name] += 1
+    outcome_names = [test.get("outcome", "unknown") for test in tests]
+    outcomes = sorted(set(outcome_names))
+    outcome_index = {outcome: i for i, outcome in enumerate(outcomes)}
+    count = len(tests)
     data = {
         "names": names,
         "models": models,
         "outcomes": outcomes,
-        "tests": tests,
-        "calls": calls,
-        "replay": replay,
+        "tests": {
+            "outcome": list(map(outcome_index.__getitem__, outcome_names)),
+            # Reports before 0.2 may lack the cache and estimated counts of a test.
+            **{key: [test.get(field, 0) for test in tests] for key, field in _TEST_COLUMNS},
+            "retries": retries_of[:count],
+            "refused": refusals_of[:count],
+            "replayed": replayed_of[:count],
+        },
+        "calls": {"test": test_of, "requested": requested, "model": billed, **columns, "flags": flags},
+        "first_refusal": first_refusal,
+        "worst": [r.get("worst_case_usd", 0) for r in refusals],
+        "replay": bool(replayed_rows),
         "page_rows": PAGE_ROWS,
     }
     return data, pairs, models
+
+
+def _exact_sum(amounts: Sequence[float]) -> Decimal:
+    """The exact sum of amounts a JSON report carries: each is the double nearest a decimal of 10 places.
+
+    `math.fsum` gives the sum of the doubles correctly rounded; it is within far less than half of 1e-10 of the
+    decimals' sum for any total below $100,000 (each double is within 2**-53 of its decimal, relatively), so
+    rounding it to 10 places gives the decimals' sum exactly: the figure a sum of Decimals would give.
+    """
+    return Decimal(math.fsum(amounts)).quantize(_REPORT_PLACES)
 
 
 def _embedded(data: Mapping[str, Any]) -> str:
@@ -321,8 +358,7 @@ def _top_tests(report: Mapping[str, Any]) -> str:
 def _by_model(pairs: _Pairs, models: Sequence[str]) -> str:
     if not pairs:
         return '<section class="card" id="models"><h2>Cost by model</h2><p>No billed call.</p></section>'
-    # fsum: the correctly rounded sum of the calls' JSON amounts, with no float drift across thousands of calls.
-    costs = {key: Decimal(str(math.fsum(entry[5]))) for key, entry in pairs.items()}
+    costs = {key: _exact_sum(entry[5]) for key, entry in pairs.items()}
     total = sum(costs.values(), Decimal(0)) or Decimal(1)
     rows = []
     for key, (calls, inp, cw, cr, out, _) in sorted(pairs.items(), key=lambda kv: (-costs[kv[0]], kv[0])):
@@ -570,6 +606,7 @@ _JS_TABLE = r"""
   var started = performance.now();
   var data = JSON.parse(document.getElementById("costguard-data").textContent);
   var names = data.names, models = data.models, outcomes = data.outcomes, PAGE = data.page_rows;
+  var T = data.tests, C = data.calls, OUTSIDE = "(outside tests)";
   var table = document.getElementById("rows"), thead = table.tHead, tbody = table.tBodies[0];
   var filterBox = document.getElementById("filter");
   function esc(s) {
@@ -578,53 +615,65 @@ _JS_TABLE = r"""
     });
   }
   function int(n) { return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ","); }
-  function name(i) { return i < 0 ? "(outside tests)" : names[i]; }
-  function model(i) { return i < 0 ? "" : models[i]; }
-  function flagWords(f) {
+  function range(n) { var a = new Array(n); for (var i = 0; i < n; i++) a[i] = i; return a; }
+  // A table of strings, referred to by index (-1: the string `none`): each string's rank in sorted order, so
+  // that sorting rows by it compares numbers, and its lower case, for the filter.
+  function strings(list, none) {
+    var all = list.concat([none]), order = range(all.length), rank = new Array(all.length);
+    order.sort(function (a, b) { return all[a] < all[b] ? -1 : all[a] > all[b] ? 1 : 0; });
+    order.forEach(function (j, r) { rank[j] = r; });
+    return {all: all, rank: rank, low: all.map(function (s) { return s.toLowerCase(); })};
+  }
+  var FLAGS = range(16).map(function (f) {
     var w = [];
     if (f & 8) w.push("refused");
     if (f & 1) w.push("estimated");
     if (f & 2) w.push("streamed");
     if (f & 4) w.push("replayed");
     return w;
-  }
+  });
+  var NAMES = strings(names, OUTSIDE), MODELS = strings(models, ""), OUTCOMES = strings(outcomes, "unknown");
+  var FLAG_TEXT = strings(FLAGS.map(function (w) { return w.join(" "); }), "");
   function flagsHtml(words) {
     return words.map(function (w) { return '<span class="flag ' + w + '">' + w + "</span>"; }).join("");
   }
-  function num(key, label, idx) {
-    return {key: key, label: label, num: true, get: function (r) { return r[idx]; }, fmt: int};
+  // A column: `index` (for a column of strings) holds indexes into the table `strs`.
+  function text(key, label, index, strs, fmt) {
+    var n = strs.all.length - 1;
+    function at(i) { var j = index[i]; return j < 0 ? n : j; }
+    return {key: key, label: label, index: index, strs: strs,
+            get: function (i) { return strs.all[at(i)]; }, sortKey: function (i) { return strs.rank[at(i)]; },
+            fmt: fmt || esc};
   }
-  function cost(idx) {
-    return {key: "cost", label: "Cost", num: true, get: function (r) { return r[idx]; }, fmt: formatUsd};
+  function num(cols, key, label, fmt) {
+    var values = cols[key];
+    return {key: key, label: label, num: true, values: values, get: function (i) { return values[i]; },
+            fmt: fmt || int};
   }
+  var testIds = range(T.cost.length);
   var VIEWS = {
-    tests: {rows: data.tests, columns: [
-      {key: "test", label: "Test", get: function (r) { return name(r[0]); }, fmt: esc},
-      {key: "outcome", label: "Outcome", get: function (r) { return outcomes[r[1]]; },
-       fmt: function (v) { return flagsHtml([v]); }},
-      num("calls", "Calls", 3), num("input", "Input", 4), num("cache_write", "Cache write", 6),
-      num("cache_read", "Cache read", 7), num("output", "Output", 5), num("retries", "Retries", 9),
-      num("estimated", "Estimated", 8), num("refused", "Refused", 10)
-    ].concat(data.replay ? [num("replayed", "Replayed", 11)] : []).concat([cost(2)]),
-      text: function (r) { return name(r[0]) + " " + outcomes[r[1]]; }},
-    calls: {rows: data.calls, columns: [
-      {key: "test", label: "Test", get: function (r) { return name(r[0]); }, fmt: esc},
-      {key: "requested", label: "Requested", get: function (r) { return model(r[1]); }, fmt: esc},
-      {key: "model", label: "Billed", get: function (r) { return model(r[2]); }, fmt: esc},
-      num("input", "Input", 3), num("cache_write", "Cache write", 5), num("cache_read", "Cache read", 6),
-      num("output", "Output", 4), num("retries", "Retries", 8),
-      {key: "flags", label: "Flags", get: function (r) { return flagWords(r[9]).join(" "); },
-       fmt: function (v, r) {
-         var html = flagsHtml(flagWords(r[9]));
-         return r[9] & 8 ? html + " worst case " + formatUsd(r[10]) : html;
-       }},
-      cost(7)
-    ], text: function (r) {
-      return name(r[0]) + " " + model(r[1]) + " " + model(r[2]) + " " + flagWords(r[9]).join(" ");
-    }}
+    tests: {count: testIds.length, columns: [
+      text("test", "Test", testIds, NAMES),
+      text("outcome", "Outcome", T.outcome, OUTCOMES, function (v) { return flagsHtml([v]); }),
+      num(T, "calls", "Calls"), num(T, "input", "Input"), num(T, "cache_write", "Cache write"),
+      num(T, "cache_read", "Cache read"), num(T, "output", "Output"), num(T, "retries", "Retries"),
+      num(T, "estimated", "Estimated"), num(T, "refused", "Refused")
+    ].concat(data.replay ? [num(T, "replayed", "Replayed")] : []).concat([num(T, "cost", "Cost", formatUsd)])},
+    calls: {count: C.cost.length, columns: [
+      text("test", "Test", C.test, NAMES),
+      text("requested", "Requested", C.requested, MODELS),
+      text("model", "Billed", C.model, MODELS),
+      num(C, "input", "Input"), num(C, "cache_write", "Cache write"), num(C, "cache_read", "Cache read"),
+      num(C, "output", "Output"), num(C, "retries", "Retries"),
+      text("flags", "Flags", C.flags, FLAG_TEXT, function (v, i) {
+        var html = flagsHtml(FLAGS[C.flags[i]]);
+        return C.flags[i] & 8 ? html + " worst case " + formatUsd(data.worst[i - data.first_refusal]) : html;
+      }),
+      num(C, "cost", "Cost", formatUsd)
+    ]}
   };
   var state = {view: "tests", sort: "cost", dir: "desc", filter: "", page: 1};
-  var shown = [], shownKey = null, lowered = {};
+  var shown = [], shownKey = null;
 
   function readHash() {
     var h = location.hash.replace(/^#/, ""), next = {view: "tests", sort: "cost", dir: "desc", filter: "", page: 1};
@@ -648,22 +697,35 @@ _JS_TABLE = r"""
     if (location.hash === h) return;
     try { history.replaceState(null, "", h); } catch (e) { location.replace(h); }
   }
+  // The rows whose text (the view's string columns, joined by spaces) has every term. A term has no space,
+  // so it is in the joined text exactly when it is in one column's string: each term is looked for once in
+  // each table of strings, then each row only looks its strings' answers up.
+  function matching(view, terms) {
+    var cols = view.columns.filter(function (c) { return c.strs; }), found = [];
+    var hits = terms.map(function (t) {
+      return cols.map(function (c) { return c.strs.low.map(function (s) { return s.indexOf(t) >= 0; }); });
+    });
+    for (var i = 0; i < view.count; i++) {
+      var every = true;
+      for (var k = 0; every && k < terms.length; k++) {
+        var some = false;
+        for (var j = 0; !some && j < cols.length; j++) {
+          var at = cols[j].index[i];
+          some = hits[k][j][at < 0 ? cols[j].strs.all.length - 1 : at];
+        }
+        every = some;
+      }
+      if (every) found.push(i);
+    }
+    return found;
+  }
   function compute() {
     var view = VIEWS[state.view], key = state.view + "|" + state.sort + "|" + state.dir + "|" + state.filter;
     if (key === shownKey) return;
     var col = view.columns.filter(function (c) { return c.key === state.sort; })[0];
-    var rows = view.rows, idx = [], i;
     var terms = state.filter.toLowerCase().split(/\s+/).filter(Boolean);
-    if (terms.length) {
-      var low = lowered[state.view];
-      if (!low) low = lowered[state.view] = rows.map(function (r) { return view.text(r).toLowerCase(); });
-      for (i = 0; i < rows.length; i++) {
-        if (terms.every(function (t) { return low[i].indexOf(t) >= 0; })) idx.push(i);
-      }
-    } else {
-      for (i = 0; i < rows.length; i++) idx.push(i);
-    }
-    var values = rows.map(col.get), sign = state.dir === "asc" ? 1 : -1;
+    var idx = terms.length ? matching(view, terms) : range(view.count);
+    var values = col.values || range(view.count).map(col.sortKey), sign = state.dir === "asc" ? 1 : -1;
     idx.sort(function (a, b) {
       var va = values[a], vb = values[b];
       if (va < vb) return -sign;
@@ -684,10 +746,10 @@ _JS_TABLE = r"""
         esc(c.label) + "</th>";
     }).join("") + "</tr>";
     var start = (state.page - 1) * PAGE, html = [];
-    for (var i = start; i < Math.min(start + PAGE, shown.length); i++) {
-      var r = view.rows[shown[i]];
+    for (var k = start; k < Math.min(start + PAGE, shown.length); k++) {
+      var i = shown[k];
       html.push("<tr>" + view.columns.map(function (c) {
-        return "<td" + (c.num ? ' class="num"' : "") + ">" + c.fmt(c.get(r), r) + "</td>";
+        return "<td" + (c.num ? ' class="num"' : "") + ">" + c.fmt(c.get(i), i) + "</td>";
       }).join("") + "</tr>");
     }
     tbody.innerHTML = html.join("");
@@ -695,7 +757,7 @@ _JS_TABLE = r"""
     table.setAttribute("data-sort", state.sort + " " + state.dir);
     table.setAttribute("data-matches", String(shown.length));
     document.getElementById("count").textContent =
-      int(shown.length) + " of " + int(view.rows.length) + " " + state.view;
+      int(shown.length) + " of " + int(view.count) + " " + state.view;
     document.getElementById("page").textContent = "page " + state.page + " of " + pages;
     Array.prototype.forEach.call(document.querySelectorAll("[data-view]"), function (b) {
       if (b.tagName === "BUTTON") b.setAttribute("aria-pressed", String(b.getAttribute("data-view") === state.view));
