@@ -16,6 +16,7 @@ from pytest_costguard.domain.records import CostRecord, Refusal
 from pytest_costguard.reports.html import (
     PAGE_ROWS,
     TOP_TESTS,
+    _digest,
     _exact_sum,
     render_history_html,
     render_html,
@@ -177,6 +178,23 @@ def test_the_cost_by_model_is_the_exact_sum_of_the_calls() -> None:
     records = [call("t.py::test_a", "0.0001"), call("t.py::test_a", "0.3334")]
     page = render_html(build_report(records, {"t.py::test_a": "passed"}))
     assert "<td class=num>$0.334</td>" in page
+
+
+def test_the_cost_by_model_splits_the_routed_calls_out_of_the_reports_totals(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from bench_report import workload
+
+    records, outcomes = workload(1_000, 5_000)
+    report = build_report(records, outcomes)
+    _, pairs, models = _digest(report)
+    # Summing every call, as for a report without `by_model`, gives the same figures.
+    assert _digest({k: v for k, v in report.items() if k != "by_model"})[1] == pairs
+    routed = {(models[r], models[b]) for r, b in pairs if r != b}
+    assert routed == {("claude-sonnet-4-6", "claude-haiku-4-5"), ("claude-sonnet-4-6", "claude-opus-4-6")}
+    for model, totals in report["by_model"].items():
+        into = [p for (_, b), p in pairs.items() if models[b] == model]
+        assert sum(p[0] for p in into) == totals["calls"]
+        assert sum(p[5] for p in into) == D(str(totals["cost_usd"]))
 
 
 def test_the_report_of_10000_tests_and_50000_calls_is_under_5_mb(
