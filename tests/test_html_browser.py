@@ -110,10 +110,16 @@ def report_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         for i in range(20)
     ]
-    refusal = Refusal(tag="tests/test_bar.py::test_03", scope="session", worst_case_usd=Decimal("0.5"),
-                      message="refused")
-    report = build_report(records, {r.tag: "passed" for r in records if r.tag}, budget=Decimal("0.2"),
-                          refusals=[refusal], labels={"backend": "emulator"})
+    refusal = Refusal(
+        tag="tests/test_bar.py::test_03", scope="session", worst_case_usd=Decimal("0.5"), message="refused"
+    )
+    report = build_report(
+        records,
+        {r.tag: "passed" for r in records if r.tag},
+        budget=Decimal("0.2"),
+        refusals=[refusal],
+        labels={"backend": "emulator"},
+    )
     path = tmp_path_factory.mktemp("browser") / "report.html"
     write_report(report, path)
     return path
@@ -208,12 +214,35 @@ def test_50000_calls_render_sort_and_filter_one_page_at_a_time(tmp_path: Path, m
 
 def test_the_script_formats_money_exactly_as_format_usd(tmp_path: Path) -> None:
     rng = random.Random(17)
-    values: list[float] = [0, 1e-7, 1.234e-7, 0.00125, 0.00135, 0.0319, 0.023, 0.9999, 0.99999, 0.995, 1, 1.005,
-                           2.345, 2.355, 1234.565, 1e6, 999999.995, -0.5, -1234.5, 0.1 + 0.2, 5e-5, 0.000999]
+    values: list[float] = [
+        0,
+        1e-7,
+        1.234e-7,
+        0.00125,
+        0.00135,
+        0.0319,
+        0.023,
+        0.9999,
+        0.99999,
+        0.995,
+        1,
+        1.005,
+        2.345,
+        2.355,
+        1234.565,
+        1e6,
+        999999.995,
+        -0.5,
+        -1234.5,
+        0.1 + 0.2,
+        5e-5,
+        0.000999,
+    ]
     values += [round(rng.uniform(0, 10) * 10 ** rng.randint(-9, 4), rng.randint(0, 12)) for _ in range(400)]
     page = tmp_path / "money.html"
     page.write_text(
-        "<!DOCTYPE html><html><body><pre id=out></pre><script>" + _JS_MONEY
+        "<!DOCTYPE html><html><body><pre id=out></pre><script>"
+        + _JS_MONEY
         + f"var v = {json.dumps(values)};"
         + "document.getElementById('out').textContent = JSON.stringify(v.map(formatUsd));"
         + "document.body.setAttribute('data-ready', '1');</script></body></html>",

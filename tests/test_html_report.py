@@ -35,9 +35,17 @@ def call(nodeid: str | None, cost: str, model: str = "claude-haiku-4-5", **field
 def small_report(**kwargs: Any) -> dict[str, Any]:
     records = [
         call("t.py::test_cheap", "0.001"),
-        call("t.py::test_dear", "0.25", model="claude-haiku-4-5", requested_model="claude-opus-4-6",
-             cost_at_requested_usd=D("1.25"), cache_creation_input_tokens=4000, cache_read_input_tokens=9000,
-             retries=2, estimated=True),
+        call(
+            "t.py::test_dear",
+            "0.25",
+            model="claude-haiku-4-5",
+            requested_model="claude-opus-4-6",
+            cost_at_requested_usd=D("1.25"),
+            cache_creation_input_tokens=4000,
+            cache_read_input_tokens=9000,
+            retries=2,
+            estimated=True,
+        ),
         call(None, "0.01"),
     ]
     outcomes = {"t.py::test_cheap": "passed", "t.py::test_dear": "failed", "t.py::test_none": "passed"}
@@ -65,7 +73,7 @@ def test_the_page_loads_nothing_from_the_network() -> None:
 
 
 def test_a_node_id_cannot_end_the_data_script_early() -> None:
-    nasty = 't.py::test_x[</script><script>alert(1)</script>]'
+    nasty = "t.py::test_x[</script><script>alert(1)</script>]"
     report = build_report([call(nasty, "0.1")], {nasty: "passed"})
     page = render_html(report)
     assert "<script>alert(1)" not in page
@@ -152,14 +160,22 @@ def test_the_embedded_figures_are_the_json_reports_own(tmp_path: Path, monkeypat
     data = embedded((tmp_path / "r.html").read_text(encoding="utf-8"))
     calls, tests = rows(data["calls"]), rows(data["tests"])
     assert len(calls) == len(report["calls"]) and len(tests) == len(report["tests"])
-    fields = {"input": "input_tokens", "output": "output_tokens", "cache_write": "cache_creation_input_tokens",
-              "cache_read": "cache_read_input_tokens", "retries": "retries", "cost": "cost_usd"}
+    fields = {
+        "input": "input_tokens",
+        "output": "output_tokens",
+        "cache_write": "cache_creation_input_tokens",
+        "cache_read": "cache_read_input_tokens",
+        "retries": "retries",
+        "cost": "cost_usd",
+    }
     for i in random.Random(17).sample(range(len(calls)), 200):
         want, got = report["calls"][i], calls[i]
         assert {key: got[key] for key in fields} == {key: want[field] for key, field in fields.items()}
         assert (data["names"][got["test"]] if got["test"] >= 0 else None) == want["nodeid"]
         assert (data["models"][got["requested"]], data["models"][got["model"]]) == (
-            want["requested_model"], want["model"])
+            want["requested_model"],
+            want["model"],
+        )
         assert bool(got["flags"] & 2) == want["streamed"]
     for i in random.Random(18).sample(range(len(tests)), 100):
         want = report["tests"][i]
@@ -303,8 +319,12 @@ def test_costguard_report_and_merge_write_the_same_page(tmp_path: Path, capsys: 
     source = tmp_path / "r.json"
     write_report(small_report(), source)
     assert cli.main(["report", str(source), "--html", str(tmp_path / "report.html")]) == 0
-    assert cli.main(["merge", str(source), "--html", str(tmp_path / "merged.html"),
-                     "--history", str(tmp_path / "h.jsonl")]) == 0
+    assert (
+        cli.main(
+            ["merge", str(source), "--html", str(tmp_path / "merged.html"), "--history", str(tmp_path / "h.jsonl")]
+        )
+        == 0
+    )
     capsys.readouterr()
     for name in ("report.html", "merged.html"):
         page = (tmp_path / name).read_text(encoding="utf-8")

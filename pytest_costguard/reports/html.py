@@ -302,9 +302,7 @@ def _gauge(report: Mapping[str, Any]) -> str:
     )
 
 
-def _hbars(
-    items: Sequence[tuple[str, Decimal, str]], *, css_id: str, label_width: int = 110, width: int = 640
-) -> str:
+def _hbars(items: Sequence[tuple[str, Decimal, str]], *, css_id: str, label_width: int = 110, width: int = 640) -> str:
     """Horizontal bars: (label, amount, tooltip) each, scaled to the largest."""
     if not items:
         return ""
@@ -336,8 +334,9 @@ def _savings(report: Mapping[str, Any]) -> str:
     levers = [("Routing", "routing_usd"), ("Caching", "caching_usd")]
     if savings.get("replay_usd"):  # a lever only in runs that replayed something
         levers.append(("Replay", "replay_usd"))
-    items = [(label, _dec(savings.get(key)), f"{label}: saved {format_usd(savings.get(key) or 0)}")
-             for label, key in levers]
+    items = [
+        (label, _dec(savings.get(key)), f"{label}: saved {format_usd(savings.get(key) or 0)}") for label, key in levers
+    ]
     saved = sum((amount for _, amount, _ in items), Decimal(0))
     total = _dec(report["total_cost_usd"])
     note = (
@@ -396,7 +395,7 @@ def _by_model(pairs: _Pairs, models: Sequence[str]) -> str:
         '<section class="card wide" id="models"><h2>Cost by model (requested &rarr; billed)</h2>'
         '<table class="grid"><thead><tr><th>Model</th><th class=num>Calls</th><th class=num>Input</th>'
         "<th class=num>Cache write</th><th class=num>Cache read</th><th class=num>Output</th>"
-        f'<th class=num>Cost</th><th>Share</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>'
+        f"<th class=num>Cost</th><th>Share</th></tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
     )
 
 
@@ -424,34 +423,44 @@ def _trend(history: Sequence[Mapping[str, Any]]) -> str:
     for i, run in enumerate(runs):
         if i in (0, len(runs) - 1) or len(runs) <= 8:
             x, _ = xy(i, 0)
-            parts.append(f'<text x="{x:.1f}" y="{height - 10}" text-anchor="middle" class="tick">'
-                         f"{_e(str(run.get('time', ''))[5:16].replace('T', ' '))}</text>")
+            parts.append(
+                f'<text x="{x:.1f}" y="{height - 10}" text-anchor="middle" class="tick">'
+                f"{_e(str(run.get('time', ''))[5:16].replace('T', ' '))}</text>"
+            )
     for k, (key, label, values) in enumerate(series):
         colour = "#0f172a" if key == "total" else _PALETTE[(k - 1) % len(_PALETTE)]
         points = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in enumerate(values)))
         css = "trend-line total" if key == "total" else "trend-line"
-        parts.append(f'<polyline class="{css}" points="{points}" stroke="{colour}" fill="none" '
-                     f'stroke-width="{3 if key == "total" else 1.5}"><title>{_e(key)}</title></polyline>')
+        parts.append(
+            f'<polyline class="{css}" points="{points}" stroke="{colour}" fill="none" '
+            f'stroke-width="{3 if key == "total" else 1.5}"><title>{_e(key)}</title></polyline>'
+        )
         for i, v in enumerate(values):
             x, y = xy(i, v)
             run = runs[i]
             tip = f"{label}: {format_usd(v)} at {run.get('time', '?')}"
             if run.get("commit"):
                 tip += f" ({str(run['commit'])[:10]}{' on ' + str(run['branch']) if run.get('branch') else ''})"
-            parts.append(f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
-                         f"<title>{_e(tip)}</title></circle>")
+            parts.append(
+                f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
+                f"<title>{_e(tip)}</title></circle>"
+            )
         ly = top_pad + 12 + k * 18
         shown = label if len(label) <= 34 else label[:31] + "..."
-        parts.append(f'<rect x="{left + plot_w + 14}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{left + plot_w + 30}" y="{ly + 1}" class="legend"><title>{_e(key)}</title>'
-                     f"{_e(shown)}</text>")
+        parts.append(
+            f'<rect x="{left + plot_w + 14}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{left + plot_w + 30}" y="{ly + 1}" class="legend"><title>{_e(key)}</title>'
+            f"{_e(shown)}</text>"
+        )
     first, last = series[0][2][0], series[0][2][-1]
     change = ""
     if len(runs) > 1:
         delta = Decimal(str(last)) - Decimal(str(first))
         pct = f", {delta * 100 / Decimal(str(first)):+.1f}%" if first else ""
-        change = f" The total went from {format_usd(first)} to {format_usd(last)} ({'+' if delta >= 0 else ''}" \
-                 f"{format_usd(delta)}{pct})."
+        change = (
+            f" The total went from {format_usd(first)} to {format_usd(last)} ({'+' if delta >= 0 else ''}"
+            f"{format_usd(delta)}{pct})."
+        )
     return (
         f'<section class="card wide" id="trend"><h2>Trend over the last {len(runs)} run(s)</h2>'
         f"<p>Total and the {len(tests)} most expensive tests of the latest run.{_e(change)}</p>"
@@ -469,8 +478,11 @@ def _refusals(report: Mapping[str, Any], limit: int = 50) -> str:
         f"<td class=num>{_e(format_usd(r.get('worst_case_usd') or 0))}</td><td>{_e(r.get('message', ''))}</td></tr>"
         for r in refusals[:limit]
     )
-    more = f"<p>... and {_int(len(refusals) - limit)} more (all are in the table below).</p>" if len(
-        refusals) > limit else ""
+    more = (
+        f"<p>... and {_int(len(refusals) - limit)} more (all are in the table below).</p>"
+        if len(refusals) > limit
+        else ""
+    )
     return (
         '<section class="card wide refused" id="refusals"><h2>Refused calls</h2><table class="grid"><thead><tr>'
         "<th>Test</th><th>Budget</th><th class=num>Worst case</th><th>Message</th></tr></thead>"
@@ -484,7 +496,7 @@ def _page(title: str, subtitle: str, body: str, *, simulated: bool) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         # Nothing may come from the network, even by accident: the policy blocks any fetch the page could make.
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'; '
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
         "script-src 'unsafe-inline'; img-src data:\">"
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{_e(title)} {badge}</h1><p class=sub>{_e(subtitle)}</p></header><main>{body}</main>"
@@ -496,8 +508,10 @@ def render_html(report: Mapping[str, Any], *, history: Sequence[Mapping[str, Any
     """Render a report as one self-contained HTML page (with the trend of `history`, when given)."""
     simulated = report.get("backend") == "emulator"
     title = "LLM cost report" + (" (simulated costs)" if simulated else "")
-    subtitle = f"pytest-costguard, {report.get('created', '')}, {len(report['tests']):,} tests, " \
-               f"{len(report['calls']):,} calls, total {format_usd(report['total_cost_usd'])}"
+    subtitle = (
+        f"pytest-costguard, {report.get('created', '')}, {len(report['tests']):,} tests, "
+        f"{len(report['calls']):,} calls, total {format_usd(report['total_cost_usd'])}"
+    )
     if simulated:
         subtitle += ": costs computed by the emulator, not billed by a provider"
     data, pairs, models = _digest(report)
