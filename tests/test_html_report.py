@@ -205,6 +205,12 @@ def test_the_cost_by_model_splits_the_routed_calls_out_of_the_reports_totals(mon
     _, pairs, models = _digest(report)
     # Summing every call, as for a report without `by_model`, gives the same figures.
     assert _digest({k: v for k, v in report.items() if k != "by_model"})[1] == pairs
+    # And so does a report whose totals lack the cache tokens (before 0.2).
+    old = {
+        **report,
+        "by_model": {m: {"calls": t["calls"], "cost_usd": t["cost_usd"]} for m, t in report["by_model"].items()},
+    }
+    assert _digest(old)[1] == pairs
     routed = {(models[r], models[b]) for r, b in pairs if r != b}
     assert routed == {("claude-sonnet-4-6", "claude-haiku-4-5"), ("claude-sonnet-4-6", "claude-opus-4-6")}
     for model, totals in report["by_model"].items():

@@ -189,6 +189,17 @@ def _test_columns(tests: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
     return dict(zip((key for key, _ in _TEST_COLUMNS), columns, strict=True))
 
 
+_TOTALS_FIELDS = {
+    "calls",
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+    "cost_usd",
+}
+"""The fields of a `by_model` entry the cost by model reads."""
+
+
 def _model_pairs(
     report: Mapping[str, Any],
     requested: Sequence[int],
@@ -199,9 +210,12 @@ def _model_pairs(
     """The cost by (requested, billed) model: the report's own totals by billed model, routed calls split out.
 
     Only the calls answered by another model than the one asked for are summed here; what is left of each
-    model's total is its unrouted pair. A report without `by_model` (hand-made) has every call summed.
+    model's total is its unrouted pair. A report without a full `by_model` (hand-made, or before 0.2, whose
+    totals lack the cache tokens) has every call summed.
     """
     by_model: Mapping[str, Mapping[str, Any]] | None = report.get("by_model")
+    if by_model is not None and not all(totals.keys() >= _TOTALS_FIELDS for totals in by_model.values()):
+        by_model = None
     summed = range(len(billed)) if by_model is None else compress(range(len(billed)), map(ne, requested, billed))
     sums: dict[tuple[int, int], list[Any]] = {}
     fields = [columns[key] for key in ("input", "cache_write", "cache_read", "output")]
