@@ -110,10 +110,16 @@ def report_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         for i in range(20)
     ]
-    refusal = Refusal(tag="tests/test_bar.py::test_03", scope="session", worst_case_usd=Decimal("0.5"),
-                      message="refused")
-    report = build_report(records, {r.tag: "passed" for r in records if r.tag}, budget=Decimal("0.2"),
-                          refusals=[refusal], labels={"backend": "emulator"})
+    refusal = Refusal(
+        tag="tests/test_bar.py::test_03", scope="session", worst_case_usd=Decimal("0.5"), message="refused"
+    )
+    report = build_report(
+        records,
+        {r.tag: "passed" for r in records if r.tag},
+        budget=Decimal("0.2"),
+        refusals=[refusal],
+        labels={"backend": "emulator"},
+    )
     path = tmp_path_factory.mktemp("browser") / "report.html"
     write_report(report, path)
     return path
@@ -149,29 +155,94 @@ def test_the_table_sorts_and_filters_from_the_url(report_page: Path) -> None:
 
 
 @pytest.mark.slow
-def test_50000_calls_render_one_page_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_50000_calls_render_sort_and_filter_one_page_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from bench_report import workload
 
     records, outcomes = workload(10_000, 50_000)
+    report = build_report(records, outcomes, budget=Decimal(100))
     path = tmp_path / "big.html"
-    write_report(build_report(records, outcomes, budget=Decimal(100)), path)
-    table, console = open_page(path, "view=calls&page=3")
+    write_report(report, path)
+    calls = report["calls"]
+
+    def shown(indexes: list[int]) -> dict[str, list[str]]:
+        """The cells the table should show for these calls, from the JSON report's own figures."""
+        picked = [calls[i] for i in indexes]
+        return {
+            "Test": [c["nodeid"] or "(outside tests)" for c in picked],
+            "Billed": [c["model"] for c in picked],
+            "Input": [f"{c['input_tokens']:,}" for c in picked],
+            "Cache read": [f"{c['cache_read_input_tokens']:,}" for c in picked],
+            "Cost": [format_usd(c["cost_usd"]) for c in picked],
+        }
+
+    # The first page, the most expensive first (ties in the report's order).
+    table, console = open_page(path, "view=calls")
     assert console == []
-    assert len(table.rows) == PAGE_ROWS
-    assert table.attrs["rows"]["data-matches"] == "50000"
+    assert table.attrs["rows"]["data-matches"] == "50000" and len(table.rows) == PAGE_ROWS
+    by_cost = sorted(range(len(calls)), key=lambda i: (-calls[i]["cost_usd"], i))
+    assert {label: column(table, label) for label in shown([])} == shown(by_cost[:PAGE_ROWS])
+
+    # Sorted by test id, third page.
+    table, console = open_page(path, "view=calls&sort=test&dir=asc&page=3")
+    assert console == [] and table.attrs["rows"]["data-sort"] == "test asc"
+    by_test = sorted(range(len(calls)), key=lambda i: (calls[i]["nodeid"] or "(outside tests)", i))
+    assert {label: column(table, label) for label in shown([])} == shown(by_test[2 * PAGE_ROWS : 3 * PAGE_ROWS])
+
+    # Filtered by two words: each must be in the test id, a model or the flags.
+    table, console = open_page(path, "view=calls&filter=test_case_424+OPUS&sort=input&dir=asc")
+    assert console == []
+
+    def text(c: dict[str, Any]) -> str:
+        return f"{c['nodeid'] or '(outside tests)'} {c['requested_model']} {c['model']}".lower()
+
+    matching = [i for i, c in enumerate(calls) if "test_case_424" in text(c) and "opus" in text(c)]
+    assert 0 < len(matching) < PAGE_ROWS
+    assert table.attrs["rows"]["data-matches"] == str(len(matching))
+    matching.sort(key=lambda i: (calls[i]["input_tokens"], i))
+    assert {label: column(table, label) for label in shown([])} == shown(matching)
+
+    # The tests, most expensive first, and one found by its id.
+    table, console = open_page(path)
+    tests = sorted(report["tests"], key=lambda t: -t["cost_usd"])  # stable: ties in the report's order
+    assert console == [] and len(table.rows) == PAGE_ROWS
+    assert column(table, "Cost") == [format_usd(t["cost_usd"]) for t in tests[:PAGE_ROWS]]
+    assert column(table, "Test") == [t["nodeid"] for t in tests[:PAGE_ROWS]]
     table, console = open_page(path, "filter=test_case_4242")
     assert console == [] and column(table, "Test") == ["tests/test_module_42.py::test_case_4242"]
 
 
 def test_the_script_formats_money_exactly_as_format_usd(tmp_path: Path) -> None:
     rng = random.Random(17)
-    values: list[float] = [0, 1e-7, 1.234e-7, 0.00125, 0.00135, 0.0319, 0.023, 0.9999, 0.99999, 0.995, 1, 1.005,
-                           2.345, 2.355, 1234.565, 1e6, 999999.995, -0.5, -1234.5, 0.1 + 0.2, 5e-5, 0.000999]
+    values: list[float] = [
+        0,
+        1e-7,
+        1.234e-7,
+        0.00125,
+        0.00135,
+        0.0319,
+        0.023,
+        0.9999,
+        0.99999,
+        0.995,
+        1,
+        1.005,
+        2.345,
+        2.355,
+        1234.565,
+        1e6,
+        999999.995,
+        -0.5,
+        -1234.5,
+        0.1 + 0.2,
+        5e-5,
+        0.000999,
+    ]
     values += [round(rng.uniform(0, 10) * 10 ** rng.randint(-9, 4), rng.randint(0, 12)) for _ in range(400)]
     page = tmp_path / "money.html"
     page.write_text(
-        "<!DOCTYPE html><html><body><pre id=out></pre><script>" + _JS_MONEY
+        "<!DOCTYPE html><html><body><pre id=out></pre><script>"
+        + _JS_MONEY
         + f"var v = {json.dumps(values)};"
         + "document.getElementById('out').textContent = JSON.stringify(v.map(formatUsd));"
         + "document.body.setAttribute('data-ready', '1');</script></body></html>",

@@ -12,12 +12,15 @@ rule to the number's shortest decimal form (see docs/reports.md); a test checks 
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from html import escape
-from typing import Any
+from itertools import compress
+from operator import itemgetter, ne
+from typing import Any, cast
 
 from ..domain.money import format_usd, usd_from_json
 from .model import budget_line
@@ -35,6 +38,8 @@ PAGE_ROWS = 100
 
 # Call flags in the embedded data (one integer per call).
 _ESTIMATED, _STREAMED, _REPLAYED, _REFUSED = 1, 2, 4, 8
+_REPORT_PLACES = Decimal("1e-10")
+"""The places of the JSON report's amounts (`domain.money.usd_to_json`)."""
 _PALETTE = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2")
 
 
@@ -52,123 +57,201 @@ def _dec(value: Any) -> Decimal:
 
 # -- the embedded data -----------------------------------------------------------------------------------------
 
+# The table's columns: (key in the embedded data and the page's script, field of the JSON report's entry).
+_CALL_COLUMNS = (
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cache_write", "cache_creation_input_tokens"),
+    ("cache_read", "cache_read_input_tokens"),
+    ("retries", "retries"),
+    ("cost", "cost_usd"),
+)
+_TEST_COLUMNS = (
+    ("calls", "calls"),
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cache_write", "cache_creation_input_tokens"),
+    ("cache_read", "cache_read_input_tokens"),
+    ("estimated", "estimated_calls"),
+    ("cost", "cost_usd"),
+)
+
 
 def table_data(report: Mapping[str, Any]) -> dict[str, Any]:
     """Return the compact copy of the report's tests and calls the page's script renders the table from.
 
-    Strings (node ids, models, outcomes) are listed once and referred to by index; each test and each call is
-    an array of numbers. A refused call is a call row flagged refused, with no model and no cost.
+    Columnar: `tests` and `calls` each map a field to one flat list, row i of the table being entry i of every
+    list. Strings (node ids, models, outcomes) are listed once and referred to by index (-1: none); tokens are
+    integers; money is the JSON report's own numbers, copied, never recomputed. Test i is `names[i]`. Calls
+    from `first_refusal` on are the refused calls (flagged refused, no model, no cost), their worst cases in
+    `worst`.
     """
     return _digest(report)[0]
 
 
-_Pairs = dict[tuple[int, int], list[Any]]
-"""(requested model, billed model) -> [calls, input, cache write, cache read, output, [costs]]."""
+_Pairs = dict[tuple[int, int], tuple[int, int, int, int, int, Decimal]]
+"""(requested model, billed model) -> (calls, input, cache write, cache read, output, cost)."""
+
+# The calls' fields the table shows or reads, by name (the schema's; only `replayed`, newer, may be missing).
+_CALL_FIELDS = ("nodeid", "model", "requested_model", "estimated", "streamed", *(f for _, f in _CALL_COLUMNS))
 
 
 def _digest(report: Mapping[str, Any]) -> tuple[dict[str, Any], _Pairs, list[str]]:
-    """One pass over the calls: the table's data, and the totals per (requested, billed) model pair."""
-    names: list[str] = [t["nodeid"] for t in report["tests"]]
-    name_index = {nodeid: i for i, nodeid in enumerate(names)}
-    models: list[str] = []
-    model_index: dict[str, int] = {}
+    """The table's data, column by column, and the totals per (requested, billed) model pair."""
+    tests: Sequence[Mapping[str, Any]] = report["tests"]
+    calls: Sequence[Mapping[str, Any]] = report["calls"]
+    names: list[str] = [test["nodeid"] for test in tests]
+    name_index: dict[str | None, int] = {nodeid: i for i, nodeid in enumerate(names)}
+    name_index[None] = -1  # a call outside any test
 
     def name_of(nodeid: str | None) -> int:
-        if nodeid is None:
-            return -1
         found = name_index.get(nodeid)
-        if found is None:
+        if found is None:  # a call of a test the report does not list (a hand-edited or partial report)
             found = name_index[nodeid] = len(names)
-            names.append(nodeid)
+            names.append(nodeid)  # type: ignore[arg-type]  # None is always in name_index
         return found
 
-    def model_of(model: str) -> int:
-        found = model_index.get(model)
-        if found is None:
-            found = model_index[model] = len(models)
-            models.append(model)
-        return found
+    nodeids, billed_names, requested_names, estimated, streamed, *values = _columns(calls, _CALL_FIELDS)
+    columns = dict(zip((key for key, _ in _CALL_COLUMNS), values, strict=True))
+    found = list(map(name_index.get, nodeids))
+    test_of: list[int] = list(map(name_of, nodeids)) if None in found else cast("list[int]", found)
+    requested_names = [r or b for r, b in zip(requested_names, billed_names, strict=True)]
+    models = sorted({*billed_names, *requested_names, *report.get("by_model", ())})
+    model_index = {model: i for i, model in enumerate(models)}
+    billed = list(map(model_index.__getitem__, billed_names))
+    requested = list(map(model_index.__getitem__, requested_names))
+    flags = [_ESTIMATED * e + _STREAMED * s for e, s in zip(estimated, streamed, strict=True)]  # bools: 0 or 1
+    replayed_rows = [i for i, call in enumerate(calls) if call.get("replayed")]
+    for i in replayed_rows:
+        flags[i] |= _REPLAYED
+    pairs = _model_pairs(report, requested, billed, columns, model_index)
 
-    retries_of: dict[int, int] = {}
-    refused_of: dict[int, int] = {}
-    replayed_of: dict[int, int] = {}
-    pairs: _Pairs = {}
-    calls: list[list[Any]] = []
-    replay = False
-    for call in report["calls"]:
-        # The schema's fields by name; only `replayed` (newer reports) may be missing.
-        name = name_of(call["nodeid"])
-        billed = model_of(call["model"])
-        requested = model_of(call["requested_model"]) if call["requested_model"] else billed
-        flags = (_ESTIMATED if call["estimated"] else 0) | (_STREAMED if call["streamed"] else 0)
-        if call.get("replayed"):  # the replayed column shows only when something was replayed
-            replay = True
-            flags |= _REPLAYED
-            replayed_of[name] = replayed_of.get(name, 0) + 1
-        retries = call["retries"]
-        if retries:
-            retries_of[name] = retries_of.get(name, 0) + retries
-        row = [
-            name,
-            requested,
-            billed,
-            call["input_tokens"],
-            call["output_tokens"],
-            call["cache_creation_input_tokens"],
-            call["cache_read_input_tokens"],
-            call["cost_usd"],
-            retries,
-            flags,
-        ]
-        calls.append(row)
-        pair = pairs.get((requested, billed))
-        if pair is None:
-            pair = pairs[requested, billed] = [0, 0, 0, 0, 0, []]
-        pair[0] += 1
-        pair[1] += row[3]
-        pair[2] += row[5]
-        pair[3] += row[6]
-        pair[4] += row[4]
-        pair[5].append(row[7])
-    for refusal in report.get("refusals", ()):
-        name = name_of(refusal.get("nodeid"))
-        calls.append([name, -1, -1, 0, 0, 0, 0, 0, 0, _REFUSED, refusal.get("worst_case_usd", 0)])
-        refused_of[name] = refused_of.get(name, 0) + 1
-    outcomes: list[str] = []
-    outcome_index: dict[str, int] = {}
-    tests: list[list[Any]] = []
-    for i, test in enumerate(report["tests"]):
-        outcome = test.get("outcome", "unknown")
-        found = outcome_index.get(outcome)
-        if found is None:
-            found = outcome_index[outcome] = len(outcomes)
-            outcomes.append(outcome)
-        tests.append(
-            [
-                i,
-                found,
-                test["cost_usd"],
-                test["calls"],
-                test["input_tokens"],
-                test["output_tokens"],
-                test.get("cache_creation_input_tokens", 0),
-                test.get("cache_read_input_tokens", 0),
-                test.get("estimated_calls", 0),
-                retries_of.get(i, 0),
-                refused_of.get(i, 0),
-                replayed_of.get(i, 0),
-            ]
-        )
+    # A refused call is a row too, after the billed ones: flagged refused, no model, nothing spent.
+    refusals: Sequence[Mapping[str, Any]] = report.get("refusals", ())
+    first_refusal = len(calls)
+    refused_of = [name_of(r.get("nodeid")) for r in refusals]
+    test_of += refused_of
+    requested += [-1] * len(refusals)
+    billed += [-1] * len(refusals)
+    for column in columns.values():
+        column += [0] * len(refusals)
+    flags += [_REFUSED] * len(refusals)
+
+    # Per test: what only the calls say.
+    retries_of = [0] * len(names)
+    for i in compress(range(len(calls)), columns["retries"]):
+        if test_of[i] >= 0:
+            retries_of[test_of[i]] += columns["retries"][i]
+    replayed_of = [0] * len(names)
+    for i in replayed_rows:
+        if test_of[i] >= 0:
+            replayed_of[test_of[i]] += 1
+    refusals_of = [0] * len(names)
+    for name in refused_of:
+        if name >= 0:
+            refusals_of[name] += 1
+    outcome_names = [test.get("outcome", "unknown") for test in tests]
+    outcomes = sorted(set(outcome_names))
+    outcome_index = {outcome: i for i, outcome in enumerate(outcomes)}
+    count = len(tests)
     data = {
         "names": names,
         "models": models,
         "outcomes": outcomes,
-        "tests": tests,
-        "calls": calls,
-        "replay": replay,
+        "tests": {
+            "outcome": list(map(outcome_index.__getitem__, outcome_names)),
+            **_test_columns(tests),
+            "retries": retries_of[:count],
+            "refused": refusals_of[:count],
+            "replayed": replayed_of[:count],
+        },
+        "calls": {"test": test_of, "requested": requested, "model": billed, **columns, "flags": flags},
+        "first_refusal": first_refusal,
+        "worst": [r.get("worst_case_usd", 0) for r in refusals],
+        "replay": bool(replayed_rows),
         "page_rows": PAGE_ROWS,
     }
     return data, pairs, models
+
+
+def _columns(entries: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> list[list[Any]]:
+    """One list per field: each entry's fields read in one visit (50,000 dicts read field by field is slower)."""
+    rows = list(map(itemgetter(*fields), entries))
+    return [list(map(itemgetter(i), rows)) for i in range(len(fields))]
+
+
+def _test_columns(tests: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    fields = [field for _, field in _TEST_COLUMNS]
+    try:
+        columns = _columns(tests, fields)
+    except KeyError:  # a report before 0.2, without the cache and estimated counts of a test
+        columns = [[test.get(field, 0) for test in tests] for field in fields]
+    return dict(zip((key for key, _ in _TEST_COLUMNS), columns, strict=True))
+
+
+_TOTALS_FIELDS = {
+    "calls",
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+    "cost_usd",
+}
+"""The fields of a `by_model` entry the cost by model reads."""
+
+
+def _model_pairs(
+    report: Mapping[str, Any],
+    requested: Sequence[int],
+    billed: Sequence[int],
+    columns: Mapping[str, Sequence[Any]],
+    model_index: Mapping[str, int],
+) -> _Pairs:
+    """The cost by (requested, billed) model: the report's own totals by billed model, routed calls split out.
+
+    Only the calls answered by another model than the one asked for are summed here; what is left of each
+    model's total is its unrouted pair. A report without a full `by_model` (hand-made, or before 0.2, whose
+    totals lack the cache tokens) has every call summed.
+    """
+    by_model: Mapping[str, Mapping[str, Any]] | None = report.get("by_model")
+    if by_model is not None and not all(totals.keys() >= _TOTALS_FIELDS for totals in by_model.values()):
+        by_model = None
+    summed = range(len(billed)) if by_model is None else compress(range(len(billed)), map(ne, requested, billed))
+    sums: dict[tuple[int, int], list[Any]] = {}
+    fields = [columns[key] for key in ("input", "cache_write", "cache_read", "output")]
+    for i in summed:
+        entry = sums.get((requested[i], billed[i]))
+        if entry is None:
+            entry = sums[requested[i], billed[i]] = [0, 0, 0, 0, 0, []]
+        entry[0] += 1
+        for k, field in enumerate(fields, 1):
+            entry[k] += field[i]
+        entry[5].append(columns["cost"][i])
+    pairs: _Pairs = {key: (e[0], e[1], e[2], e[3], e[4], _exact_sum(e[5])) for key, e in sums.items()}
+    for model, totals in (by_model or {}).items():
+        b = model_index[model]
+        routed = [pair for key, pair in pairs.items() if key[1] == b]
+        rest = (
+            totals["calls"] - sum(p[0] for p in routed),
+            totals["input_tokens"] - sum(p[1] for p in routed),
+            totals["cache_creation_input_tokens"] - sum(p[2] for p in routed),
+            totals["cache_read_input_tokens"] - sum(p[3] for p in routed),
+            totals["output_tokens"] - sum(p[4] for p in routed),
+            usd_from_json(totals["cost_usd"]) - sum((p[5] for p in routed), Decimal(0)),
+        )
+        if rest[0]:
+            pairs[b, b] = rest
+    return pairs
+
+
+def _exact_sum(amounts: Sequence[float]) -> Decimal:
+    """The exact sum of amounts a JSON report carries: each is the double nearest a decimal of 10 places.
+
+    `math.fsum` gives the sum of the doubles correctly rounded; it is within far less than half of 1e-10 of the
+    decimals' sum for any total below $100,000 (each double is within 2**-53 of its decimal, relatively), so
+    rounding it to 10 places gives the decimals' sum exactly: the figure a sum of Decimals would give.
+    """
+    return Decimal(math.fsum(amounts)).quantize(_REPORT_PLACES)
 
 
 def _embedded(data: Mapping[str, Any]) -> str:
@@ -244,9 +327,7 @@ def _gauge(report: Mapping[str, Any]) -> str:
     )
 
 
-def _hbars(
-    items: Sequence[tuple[str, Decimal, str]], *, css_id: str, label_width: int = 110, width: int = 640
-) -> str:
+def _hbars(items: Sequence[tuple[str, Decimal, str]], *, css_id: str, label_width: int = 110, width: int = 640) -> str:
     """Horizontal bars: (label, amount, tooltip) each, scaled to the largest."""
     if not items:
         return ""
@@ -278,8 +359,9 @@ def _savings(report: Mapping[str, Any]) -> str:
     levers = [("Routing", "routing_usd"), ("Caching", "caching_usd")]
     if savings.get("replay_usd"):  # a lever only in runs that replayed something
         levers.append(("Replay", "replay_usd"))
-    items = [(label, _dec(savings.get(key)), f"{label}: saved {format_usd(savings.get(key) or 0)}")
-             for label, key in levers]
+    items = [
+        (label, _dec(savings.get(key)), f"{label}: saved {format_usd(savings.get(key) or 0)}") for label, key in levers
+    ]
     saved = sum((amount for _, amount, _ in items), Decimal(0))
     total = _dec(report["total_cost_usd"])
     note = (
@@ -296,7 +378,10 @@ def _savings(report: Mapping[str, Any]) -> str:
 
 def _top_tests(report: Mapping[str, Any]) -> str:
     billed = [t for t in report["tests"] if t.get("calls")]
-    top = sorted(billed, key=lambda t: (-t["cost_usd"], t["nodeid"]))[:TOP_TESTS]
+    # Only the tests costing at least the TOP_TESTS-th largest cost are sorted (ties by node id).
+    cut = min(heapq.nlargest(TOP_TESTS, [t["cost_usd"] for t in billed]), default=0)
+    top = sorted((t for t in billed if t["cost_usd"] >= cut), key=lambda t: (-t["cost_usd"], t["nodeid"]))
+    top = top[:TOP_TESTS]
     if not top:
         return '<section class="card" id="top"><h2>Most expensive tests</h2><p>No test made an LLM call.</p></section>'
     total = _dec(report["total_cost_usd"]) or Decimal(1)
@@ -321,8 +406,7 @@ def _top_tests(report: Mapping[str, Any]) -> str:
 def _by_model(pairs: _Pairs, models: Sequence[str]) -> str:
     if not pairs:
         return '<section class="card" id="models"><h2>Cost by model</h2><p>No billed call.</p></section>'
-    # fsum: the correctly rounded sum of the calls' JSON amounts, with no float drift across thousands of calls.
-    costs = {key: Decimal(str(math.fsum(entry[5]))) for key, entry in pairs.items()}
+    costs = {key: entry[5] for key, entry in pairs.items()}
     total = sum(costs.values(), Decimal(0)) or Decimal(1)
     rows = []
     for key, (calls, inp, cw, cr, out, _) in sorted(pairs.items(), key=lambda kv: (-costs[kv[0]], kv[0])):
@@ -339,7 +423,7 @@ def _by_model(pairs: _Pairs, models: Sequence[str]) -> str:
         '<section class="card wide" id="models"><h2>Cost by model (requested &rarr; billed)</h2>'
         '<table class="grid"><thead><tr><th>Model</th><th class=num>Calls</th><th class=num>Input</th>'
         "<th class=num>Cache write</th><th class=num>Cache read</th><th class=num>Output</th>"
-        f'<th class=num>Cost</th><th>Share</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>'
+        f"<th class=num>Cost</th><th>Share</th></tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
     )
 
 
@@ -367,34 +451,44 @@ def _trend(history: Sequence[Mapping[str, Any]]) -> str:
     for i, run in enumerate(runs):
         if i in (0, len(runs) - 1) or len(runs) <= 8:
             x, _ = xy(i, 0)
-            parts.append(f'<text x="{x:.1f}" y="{height - 10}" text-anchor="middle" class="tick">'
-                         f"{_e(str(run.get('time', ''))[5:16].replace('T', ' '))}</text>")
+            parts.append(
+                f'<text x="{x:.1f}" y="{height - 10}" text-anchor="middle" class="tick">'
+                f"{_e(str(run.get('time', ''))[5:16].replace('T', ' '))}</text>"
+            )
     for k, (key, label, values) in enumerate(series):
         colour = "#0f172a" if key == "total" else _PALETTE[(k - 1) % len(_PALETTE)]
         points = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in enumerate(values)))
         css = "trend-line total" if key == "total" else "trend-line"
-        parts.append(f'<polyline class="{css}" points="{points}" stroke="{colour}" fill="none" '
-                     f'stroke-width="{3 if key == "total" else 1.5}"><title>{_e(key)}</title></polyline>')
+        parts.append(
+            f'<polyline class="{css}" points="{points}" stroke="{colour}" fill="none" '
+            f'stroke-width="{3 if key == "total" else 1.5}"><title>{_e(key)}</title></polyline>'
+        )
         for i, v in enumerate(values):
             x, y = xy(i, v)
             run = runs[i]
             tip = f"{label}: {format_usd(v)} at {run.get('time', '?')}"
             if run.get("commit"):
                 tip += f" ({str(run['commit'])[:10]}{' on ' + str(run['branch']) if run.get('branch') else ''})"
-            parts.append(f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
-                         f"<title>{_e(tip)}</title></circle>")
+            parts.append(
+                f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
+                f"<title>{_e(tip)}</title></circle>"
+            )
         ly = top_pad + 12 + k * 18
         shown = label if len(label) <= 34 else label[:31] + "..."
-        parts.append(f'<rect x="{left + plot_w + 14}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{left + plot_w + 30}" y="{ly + 1}" class="legend"><title>{_e(key)}</title>'
-                     f"{_e(shown)}</text>")
+        parts.append(
+            f'<rect x="{left + plot_w + 14}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{left + plot_w + 30}" y="{ly + 1}" class="legend"><title>{_e(key)}</title>'
+            f"{_e(shown)}</text>"
+        )
     first, last = series[0][2][0], series[0][2][-1]
     change = ""
     if len(runs) > 1:
         delta = Decimal(str(last)) - Decimal(str(first))
         pct = f", {delta * 100 / Decimal(str(first)):+.1f}%" if first else ""
-        change = f" The total went from {format_usd(first)} to {format_usd(last)} ({'+' if delta >= 0 else ''}" \
-                 f"{format_usd(delta)}{pct})."
+        change = (
+            f" The total went from {format_usd(first)} to {format_usd(last)} ({'+' if delta >= 0 else ''}"
+            f"{format_usd(delta)}{pct})."
+        )
     return (
         f'<section class="card wide" id="trend"><h2>Trend over the last {len(runs)} run(s)</h2>'
         f"<p>Total and the {len(tests)} most expensive tests of the latest run.{_e(change)}</p>"
@@ -412,8 +506,11 @@ def _refusals(report: Mapping[str, Any], limit: int = 50) -> str:
         f"<td class=num>{_e(format_usd(r.get('worst_case_usd') or 0))}</td><td>{_e(r.get('message', ''))}</td></tr>"
         for r in refusals[:limit]
     )
-    more = f"<p>... and {_int(len(refusals) - limit)} more (all are in the table below).</p>" if len(
-        refusals) > limit else ""
+    more = (
+        f"<p>... and {_int(len(refusals) - limit)} more (all are in the table below).</p>"
+        if len(refusals) > limit
+        else ""
+    )
     return (
         '<section class="card wide refused" id="refusals"><h2>Refused calls</h2><table class="grid"><thead><tr>'
         "<th>Test</th><th>Budget</th><th class=num>Worst case</th><th>Message</th></tr></thead>"
@@ -427,7 +524,7 @@ def _page(title: str, subtitle: str, body: str, *, simulated: bool) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         # Nothing may come from the network, even by accident: the policy blocks any fetch the page could make.
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'; '
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
         "script-src 'unsafe-inline'; img-src data:\">"
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{_e(title)} {badge}</h1><p class=sub>{_e(subtitle)}</p></header><main>{body}</main>"
@@ -439,8 +536,10 @@ def render_html(report: Mapping[str, Any], *, history: Sequence[Mapping[str, Any
     """Render a report as one self-contained HTML page (with the trend of `history`, when given)."""
     simulated = report.get("backend") == "emulator"
     title = "LLM cost report" + (" (simulated costs)" if simulated else "")
-    subtitle = f"pytest-costguard, {report.get('created', '')}, {len(report['tests']):,} tests, " \
-               f"{len(report['calls']):,} calls, total {format_usd(report['total_cost_usd'])}"
+    subtitle = (
+        f"pytest-costguard, {report.get('created', '')}, {len(report['tests']):,} tests, "
+        f"{len(report['calls']):,} calls, total {format_usd(report['total_cost_usd'])}"
+    )
     if simulated:
         subtitle += ": costs computed by the emulator, not billed by a provider"
     data, pairs, models = _digest(report)
@@ -570,6 +669,7 @@ _JS_TABLE = r"""
   var started = performance.now();
   var data = JSON.parse(document.getElementById("costguard-data").textContent);
   var names = data.names, models = data.models, outcomes = data.outcomes, PAGE = data.page_rows;
+  var T = data.tests, C = data.calls, OUTSIDE = "(outside tests)";
   var table = document.getElementById("rows"), thead = table.tHead, tbody = table.tBodies[0];
   var filterBox = document.getElementById("filter");
   function esc(s) {
@@ -578,53 +678,65 @@ _JS_TABLE = r"""
     });
   }
   function int(n) { return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ","); }
-  function name(i) { return i < 0 ? "(outside tests)" : names[i]; }
-  function model(i) { return i < 0 ? "" : models[i]; }
-  function flagWords(f) {
+  function range(n) { var a = new Array(n); for (var i = 0; i < n; i++) a[i] = i; return a; }
+  // A table of strings, referred to by index (-1: the string `none`): each string's rank in sorted order, so
+  // that sorting rows by it compares numbers, and its lower case, for the filter.
+  function strings(list, none) {
+    var all = list.concat([none]), order = range(all.length), rank = new Array(all.length);
+    order.sort(function (a, b) { return all[a] < all[b] ? -1 : all[a] > all[b] ? 1 : 0; });
+    order.forEach(function (j, r) { rank[j] = r; });
+    return {all: all, rank: rank, low: all.map(function (s) { return s.toLowerCase(); })};
+  }
+  var FLAGS = range(16).map(function (f) {
     var w = [];
     if (f & 8) w.push("refused");
     if (f & 1) w.push("estimated");
     if (f & 2) w.push("streamed");
     if (f & 4) w.push("replayed");
     return w;
-  }
+  });
+  var NAMES = strings(names, OUTSIDE), MODELS = strings(models, ""), OUTCOMES = strings(outcomes, "unknown");
+  var FLAG_TEXT = strings(FLAGS.map(function (w) { return w.join(" "); }), "");
   function flagsHtml(words) {
     return words.map(function (w) { return '<span class="flag ' + w + '">' + w + "</span>"; }).join("");
   }
-  function num(key, label, idx) {
-    return {key: key, label: label, num: true, get: function (r) { return r[idx]; }, fmt: int};
+  // A column: `index` (for a column of strings) holds indexes into the table `strs`.
+  function text(key, label, index, strs, fmt) {
+    var n = strs.all.length - 1;
+    function at(i) { var j = index[i]; return j < 0 ? n : j; }
+    return {key: key, label: label, index: index, strs: strs,
+            get: function (i) { return strs.all[at(i)]; }, sortKey: function (i) { return strs.rank[at(i)]; },
+            fmt: fmt || esc};
   }
-  function cost(idx) {
-    return {key: "cost", label: "Cost", num: true, get: function (r) { return r[idx]; }, fmt: formatUsd};
+  function num(cols, key, label, fmt) {
+    var values = cols[key];
+    return {key: key, label: label, num: true, values: values, get: function (i) { return values[i]; },
+            fmt: fmt || int};
   }
+  var testIds = range(T.cost.length);
   var VIEWS = {
-    tests: {rows: data.tests, columns: [
-      {key: "test", label: "Test", get: function (r) { return name(r[0]); }, fmt: esc},
-      {key: "outcome", label: "Outcome", get: function (r) { return outcomes[r[1]]; },
-       fmt: function (v) { return flagsHtml([v]); }},
-      num("calls", "Calls", 3), num("input", "Input", 4), num("cache_write", "Cache write", 6),
-      num("cache_read", "Cache read", 7), num("output", "Output", 5), num("retries", "Retries", 9),
-      num("estimated", "Estimated", 8), num("refused", "Refused", 10)
-    ].concat(data.replay ? [num("replayed", "Replayed", 11)] : []).concat([cost(2)]),
-      text: function (r) { return name(r[0]) + " " + outcomes[r[1]]; }},
-    calls: {rows: data.calls, columns: [
-      {key: "test", label: "Test", get: function (r) { return name(r[0]); }, fmt: esc},
-      {key: "requested", label: "Requested", get: function (r) { return model(r[1]); }, fmt: esc},
-      {key: "model", label: "Billed", get: function (r) { return model(r[2]); }, fmt: esc},
-      num("input", "Input", 3), num("cache_write", "Cache write", 5), num("cache_read", "Cache read", 6),
-      num("output", "Output", 4), num("retries", "Retries", 8),
-      {key: "flags", label: "Flags", get: function (r) { return flagWords(r[9]).join(" "); },
-       fmt: function (v, r) {
-         var html = flagsHtml(flagWords(r[9]));
-         return r[9] & 8 ? html + " worst case " + formatUsd(r[10]) : html;
-       }},
-      cost(7)
-    ], text: function (r) {
-      return name(r[0]) + " " + model(r[1]) + " " + model(r[2]) + " " + flagWords(r[9]).join(" ");
-    }}
+    tests: {count: testIds.length, columns: [
+      text("test", "Test", testIds, NAMES),
+      text("outcome", "Outcome", T.outcome, OUTCOMES, function (v) { return flagsHtml([v]); }),
+      num(T, "calls", "Calls"), num(T, "input", "Input"), num(T, "cache_write", "Cache write"),
+      num(T, "cache_read", "Cache read"), num(T, "output", "Output"), num(T, "retries", "Retries"),
+      num(T, "estimated", "Estimated"), num(T, "refused", "Refused")
+    ].concat(data.replay ? [num(T, "replayed", "Replayed")] : []).concat([num(T, "cost", "Cost", formatUsd)])},
+    calls: {count: C.cost.length, columns: [
+      text("test", "Test", C.test, NAMES),
+      text("requested", "Requested", C.requested, MODELS),
+      text("model", "Billed", C.model, MODELS),
+      num(C, "input", "Input"), num(C, "cache_write", "Cache write"), num(C, "cache_read", "Cache read"),
+      num(C, "output", "Output"), num(C, "retries", "Retries"),
+      text("flags", "Flags", C.flags, FLAG_TEXT, function (v, i) {
+        var html = flagsHtml(FLAGS[C.flags[i]]);
+        return C.flags[i] & 8 ? html + " worst case " + formatUsd(data.worst[i - data.first_refusal]) : html;
+      }),
+      num(C, "cost", "Cost", formatUsd)
+    ]}
   };
   var state = {view: "tests", sort: "cost", dir: "desc", filter: "", page: 1};
-  var shown = [], shownKey = null, lowered = {};
+  var shown = [], shownKey = null;
 
   function readHash() {
     var h = location.hash.replace(/^#/, ""), next = {view: "tests", sort: "cost", dir: "desc", filter: "", page: 1};
@@ -648,22 +760,35 @@ _JS_TABLE = r"""
     if (location.hash === h) return;
     try { history.replaceState(null, "", h); } catch (e) { location.replace(h); }
   }
+  // The rows whose text (the view's string columns, joined by spaces) has every term. A term has no space,
+  // so it is in the joined text exactly when it is in one column's string: each term is looked for once in
+  // each table of strings, then each row only looks its strings' answers up.
+  function matching(view, terms) {
+    var cols = view.columns.filter(function (c) { return c.strs; }), found = [];
+    var hits = terms.map(function (t) {
+      return cols.map(function (c) { return c.strs.low.map(function (s) { return s.indexOf(t) >= 0; }); });
+    });
+    for (var i = 0; i < view.count; i++) {
+      var every = true;
+      for (var k = 0; every && k < terms.length; k++) {
+        var some = false;
+        for (var j = 0; !some && j < cols.length; j++) {
+          var at = cols[j].index[i];
+          some = hits[k][j][at < 0 ? cols[j].strs.all.length - 1 : at];
+        }
+        every = some;
+      }
+      if (every) found.push(i);
+    }
+    return found;
+  }
   function compute() {
     var view = VIEWS[state.view], key = state.view + "|" + state.sort + "|" + state.dir + "|" + state.filter;
     if (key === shownKey) return;
     var col = view.columns.filter(function (c) { return c.key === state.sort; })[0];
-    var rows = view.rows, idx = [], i;
     var terms = state.filter.toLowerCase().split(/\s+/).filter(Boolean);
-    if (terms.length) {
-      var low = lowered[state.view];
-      if (!low) low = lowered[state.view] = rows.map(function (r) { return view.text(r).toLowerCase(); });
-      for (i = 0; i < rows.length; i++) {
-        if (terms.every(function (t) { return low[i].indexOf(t) >= 0; })) idx.push(i);
-      }
-    } else {
-      for (i = 0; i < rows.length; i++) idx.push(i);
-    }
-    var values = rows.map(col.get), sign = state.dir === "asc" ? 1 : -1;
+    var idx = terms.length ? matching(view, terms) : range(view.count);
+    var values = col.values || range(view.count).map(col.sortKey), sign = state.dir === "asc" ? 1 : -1;
     idx.sort(function (a, b) {
       var va = values[a], vb = values[b];
       if (va < vb) return -sign;
@@ -684,10 +809,10 @@ _JS_TABLE = r"""
         esc(c.label) + "</th>";
     }).join("") + "</tr>";
     var start = (state.page - 1) * PAGE, html = [];
-    for (var i = start; i < Math.min(start + PAGE, shown.length); i++) {
-      var r = view.rows[shown[i]];
+    for (var k = start; k < Math.min(start + PAGE, shown.length); k++) {
+      var i = shown[k];
       html.push("<tr>" + view.columns.map(function (c) {
-        return "<td" + (c.num ? ' class="num"' : "") + ">" + c.fmt(c.get(r), r) + "</td>";
+        return "<td" + (c.num ? ' class="num"' : "") + ">" + c.fmt(c.get(i), i) + "</td>";
       }).join("") + "</tr>");
     }
     tbody.innerHTML = html.join("");
@@ -695,7 +820,7 @@ _JS_TABLE = r"""
     table.setAttribute("data-sort", state.sort + " " + state.dir);
     table.setAttribute("data-matches", String(shown.length));
     document.getElementById("count").textContent =
-      int(shown.length) + " of " + int(view.rows.length) + " " + state.view;
+      int(shown.length) + " of " + int(view.count) + " " + state.view;
     document.getElementById("page").textContent = "page " + state.page + " of " + pages;
     Array.prototype.forEach.call(document.querySelectorAll("[data-view]"), function (b) {
       if (b.tagName === "BUTTON") b.setAttribute("aria-pressed", String(b.getAttribute("data-view") === state.view));
