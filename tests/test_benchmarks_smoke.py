@@ -42,6 +42,8 @@ FIGURES = {
     "money.breakdown": False,
     "stream.create": True,
     "stream.helper": True,
+    "memory.per_call": True,
+    "memory.past_limit": True,
 }
 # bench_peers.py runs only where a peer package is installed (run_all.py skips it otherwise): its figures.
 PEER_FIGURES = {"peers.costguard": True, "peers.tracing_off": False, "peers.ranking": False}
