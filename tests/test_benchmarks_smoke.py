@@ -27,6 +27,7 @@ FIGURES = {
     "ledger.sqlite": True,
     "ledger.sqlite_floor_unsynced": False,
     "ledger.sqlite_tail": True,
+    "ledger.sqlite_tail_cpu": False,
     "ledger.contention": True,
     **({"ledger.redis": False} if shutil.which("redis-server") else {}),
     "report.build_and_write": True,
