@@ -2,9 +2,13 @@
 
 A `CostRun` (the plugin's accounting: the guard's records and the per-test index) meters N calls (100,000 by
 default) through `CostGuard.begin` and `settle`, 10 calls per test, the way the middleware drives it but
-without the SDK, so that what is left allocated is only the run's own bookkeeping. The figure is the memory
-still allocated after the calls, divided by N, against the memory of the N bare `CostRecord`s alone
-(the floor of keeping every call's record), built in the same run.
+without the SDK, so that what is left allocated is only the run's own bookkeeping. Each test's calls carry one
+node id string and its teardown outcome is recorded, as the plugin does. `memory.per_call` is the memory still
+allocated after the calls, divided by N, with every record kept (N within the default record limit), against
+the memory of the N bare `CostRecord`s alone (the floor of keeping every call's record), built in the same run.
+`memory.past_limit` meters the same N calls under a record limit of N / 10 (`--llm-max-records`): the first
+records are kept, the rest are tallied, so what a call beyond the limit costs is its test's share of the
+per-test totals.
 
 Run: python benchmarks/bench_memory.py [--quick]
 """
@@ -28,20 +32,24 @@ MODEL = "claude-sonnet-4-6"
 BODY = {"model": MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": "Summarise the ticket, please."}]}
 
 
-def metered(calls: int) -> tuple[int, CostRun]:
+def metered(calls: int, max_records: int | None = None) -> tuple[int, CostRun]:
     """Bytes still allocated after `calls` calls metered by a run, and the run (kept alive until measured)."""
     guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(10**6)))
-    run = CostRun(lambda: guard)
+    run = CostRun(lambda: guard, max_records=max_records)
     assert run.guard is guard
     owner = guard.scope_owner
     gc.collect()
     before = tracemalloc.get_traced_memory()[0]
-    for index in range(calls):
-        scope = Scope(tag=f"tests/test_app.py::test_reply[{index // 10}]")
-        with running(owner, scope):
-            ticket, _ = guard.begin(BODY, streamed=False)
-            # Varied usage, as real calls have: no two calls need cost the same.
-            guard.settle(ticket, Usage(input_tokens=20 + index % 997, output_tokens=1 + index % 251), MODEL)
+    for test in range(calls // 10):
+        nodeid = f"tests/test_app.py::test_reply[{test}]"  # one string per test, as pytest's item.nodeid is
+        scope = Scope(tag=nodeid)
+        for index in range(test * 10, test * 10 + 10):
+            with running(owner, scope):
+                ticket, _ = guard.begin(BODY, streamed=False)
+                # Varied usage, as real calls have: no two calls need cost the same.
+                guard.settle(ticket, Usage(input_tokens=20 + index % 997, output_tokens=1 + index % 251), MODEL)
+        run.record_outcome(nodeid, "call", "passed")
+        run.record_outcome(nodeid, "teardown", "passed")
     gc.collect()
     return tracemalloc.get_traced_memory()[0] - before, run
 
@@ -71,6 +79,11 @@ def main() -> int:
     tracemalloc.start()
     used, run = metered(calls)
     assert len(run.records) == calls
+    del run
+    limit = calls // 10
+    used_limited, run = metered(calls, max_records=limit)
+    assert len(run.records) == limit and run.build_report()["calls_total"] == calls
+    del run
     floor, records = bare_records(calls)
     tracemalloc.stop()
     per_call, floor_per_call = used / calls, floor / calls
@@ -79,6 +92,17 @@ def main() -> int:
         f"{calls:,} calls metered ({calls // 10:,} tests): {per_call:.0f} bytes/call kept vs bare CostRecords "
         f"{floor_per_call:.0f} bytes/record: ratio {per_call / floor_per_call:.2f}",
         met=per_call <= 200,
+        target="<= 200 bytes/call",
+        quick=args.quick,
+    )
+    limited_per_call = used_limited / calls
+    beyond = (used_limited - limit * per_call) / (calls - limit)
+    figure(
+        "memory.past_limit",
+        f"the same {calls:,} calls with --llm-max-records={limit:,}: {limited_per_call:.0f} bytes/call kept "
+        f"({used_limited / 2**20:.1f} MiB; each call past the limit about {beyond:.0f} bytes, its test's share "
+        f"of the per-test totals): ratio {limited_per_call / per_call:.2f} of keeping every record",
+        met=limited_per_call <= 200,
         target="<= 200 bytes/call",
         quick=args.quick,
     )

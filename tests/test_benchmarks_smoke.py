@@ -27,6 +27,7 @@ FIGURES = {
     "ledger.sqlite": True,
     "ledger.sqlite_floor_unsynced": False,
     "ledger.sqlite_tail": True,
+    "ledger.sqlite_tail_cpu": False,
     "ledger.contention": True,
     **({"ledger.redis": False} if shutil.which("redis-server") else {}),
     "report.build_and_write": True,
@@ -42,6 +43,8 @@ FIGURES = {
     "money.breakdown": False,
     "stream.create": True,
     "stream.helper": True,
+    "memory.per_call": True,
+    "memory.past_limit": True,
 }
 # bench_peers.py runs only where a peer package is installed (run_all.py skips it otherwise): its figures.
 PEER_FIGURES = {"peers.costguard": True, "peers.tracing_off": False, "peers.ranking": False}

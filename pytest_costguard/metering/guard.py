@@ -27,6 +27,7 @@ from ..core.budget import (
 from ..core.caching import DEFAULT_MINIMUMS, CacheMinimums, mark_system_prompt_cacheable
 from ..core.pricing import PriceBook, Rates, UnknownModelPrice, Usage, default_price_book, usage_from_response
 from ..core.routing import RoutePolicy
+from ..core.tally import Tally
 from ..domain.openai_request import Endpoint
 from ..domain.records import PRICED_TIERS, CostRecord, Refusal
 from ..domain.request import content_blocks
@@ -142,6 +143,13 @@ class CostGuard:
         self.scope_owner: object = self
         """Whose scopes this guard reads from the context (`metering.scope.running`)."""
         self.records: list[CostRecord] = []
+        """The billed calls' records, in settlement order: every one, or the first `max_records`."""
+        self.max_records: int | None = None
+        """Keep at most this many records (None: every one); the calls beyond are counted in `overflow`."""
+        self.overflow: Tally | None = None
+        """Once `max_records` is reached, the tally of every call settled here, kept and not: what the report
+        reads its figures from. Built by `new_tally`, so that it knows the budgets it is checked against."""
+        self.new_tally: Callable[[], Tally] = Tally
         self.refusals: list[Refusal] = []
         self.failed_attempts = 0
         self.preflight_calls = 0
@@ -761,8 +769,30 @@ class CostGuard:
             ticket.done = True
             self._open.pop(id(ticket), None)
             if record is not None:
-                self.records.append(record)
+                self._keep(record)
             return True
+
+    def _keep(self, record: CostRecord) -> None:
+        """Keep `record` while under `max_records`, else count it in `overflow` (called under the lock)."""
+        limit = self.max_records
+        if limit is None or len(self.records) < limit:
+            self.records.append(record)
+            return
+        if self.overflow is None:
+            self.overflow = tally = self.new_tally()
+            for kept in self.records:
+                tally.add(kept)
+        self.overflow.add(record)
+
+    def tally(self) -> Tally:
+        """The sums of every call settled here (the overflow tally, or one made from the records)."""
+        with self._lock:
+            if self.overflow is not None:
+                return self.overflow
+            tally = self.new_tally()
+            for record in self.records:
+                tally.add(record)
+            return tally
 
     def release(self, ticket: Ticket) -> None:
         """End an attempt that was not billed (an error status or a connection failure)."""
@@ -861,7 +891,7 @@ class CostGuard:
     def _adopt(self, record: CostRecord) -> None:
         """Keep a record an inner guard settled (its money is already in this guard's ledgers)."""
         with self._lock:
-            self.records.append(record)
+            self._keep(record)
         for listener in self.listeners:
             listener(record)
 
@@ -905,6 +935,8 @@ class CostGuard:
     def total_cost(self) -> Decimal:
         """Money billed by this process's calls."""
         with self._lock:
+            if self.overflow is not None:
+                return self.overflow.total
             return sum((r.cost_usd for r in self.records), Decimal(0))
 
     @property

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..core.budget import Overspend
+    from ..core.tally import Tally
     from ..domain.records import CostRecord, Refusal
     from .guard import CostGuard
 
@@ -51,6 +52,7 @@ class CostRun:
         *,
         budget: Decimal | None = None,
         budget_per_test: Decimal | None = None,
+        max_records: int | None = None,
     ) -> None:
         self._guard_factory = guard_factory
         self._guard: CostGuard | None = None
@@ -59,6 +61,8 @@ class CostRun:
         """The session's cap, USD."""
         self.budget_per_test = budget_per_test
         """The default cap of each test, USD."""
+        self.max_records = max_records
+        """Keep the records of at most this many calls (None: all); the report's figures still count every call."""
         self.outcomes: dict[str, str] = {}
         """Each test's outcome, by node id."""
         self.labels: dict[str, Any] = {}
@@ -67,6 +71,7 @@ class CostRun:
         """Each budgeted test's own cap (its marker, else `budget_per_test`), by node id."""
         self._by_test: dict[str, list[CostRecord]] = {}
         self._remote_records: list[CostRecord] = []
+        self._remote_overflow: Tally | None = None
         self._remote_refusals: list[Refusal] = []
         self._remote_failed_attempts = 0
         self._remote_preflights = (0, 0)
@@ -86,6 +91,8 @@ class CostRun:
             with self._creating:  # the first calls may come from several threads at once
                 if self._guard is None:
                     guard = self._guard_factory()
+                    guard.max_records = self.max_records
+                    guard.new_tally = self._new_tally
                     guard.listeners.append(self._index)
                     self._guard = guard
         return self._guard
@@ -93,6 +100,11 @@ class CostRun:
     def guard_if_started(self) -> CostGuard | None:
         """The guard, or None when nothing was metered yet."""
         return self._guard
+
+    def _new_tally(self) -> Tally:
+        from ..core.tally import Tally
+
+        return Tally(self.budget, self.test_budgets)
 
     def _index(self, record: CostRecord) -> None:
         if record.tag is not None:
@@ -104,6 +116,9 @@ class CostRun:
         new = classify_outcome(when, outcome, xfail, self.outcomes.get(nodeid))
         if new is not None:
             self.outcomes[nodeid] = new
+        if when == "teardown":
+            # The test is over: its calls are in the records (or the tally); the index of them is not needed.
+            self._by_test.pop(nodeid, None)
 
     def set_test_budget(self, nodeid: str, budget: Decimal | None) -> None:
         """Take the cap a test runs under (None: only the session's)."""
@@ -166,6 +181,8 @@ class CostRun:
         """Add what another process spent (its `output()`)."""
         from ..domain.records import record_from_dict, refusal_from_dict
 
+        for nodeid, budget in output.get("test_budgets", {}).items():
+            self.test_budgets.setdefault(nodeid, Decimal(budget))  # first: the tally checks the calls against them
         self.add_remote(
             [record_from_dict(r) for r in output["records"]],
             [refusal_from_dict(r) for r in output["refusals"]],
@@ -178,19 +195,36 @@ class CostRun:
         )
         for nodeid, outcome in output["outcomes"].items():
             self.outcomes.setdefault(nodeid, outcome)  # outcomes forwarded with the test reports win
-        for nodeid, budget in output.get("test_budgets", {}).items():
-            self.test_budgets.setdefault(nodeid, Decimal(budget))
 
     def add_remote(self, records: Iterable[CostRecord], refusals: Iterable[Refusal], failed_attempts: int = 0) -> None:
-        """Add records and refusals another process made (read back from a shared ledger, for instance)."""
-        self._remote_records.extend(records)
+        """Add records and refusals another process made (read back from a shared ledger, for instance).
+
+        Under `max_records`, the records kept here and by the guard stay within it; the rest are tallied.
+        """
+        limit = self.max_records
+        if limit is None:
+            self._remote_records.extend(records)
+        else:
+            kept = self._remote_records
+            room = limit - len(self._guard.records if self._guard is not None else ()) - len(kept)
+            for record in records:
+                if self._remote_overflow is not None:
+                    self._remote_overflow.add(record)
+                elif room > 0:
+                    kept.append(record)
+                    room -= 1
+                else:
+                    self._remote_overflow = tally = self._new_tally()
+                    for earlier in kept:
+                        tally.add(earlier)
+                    tally.add(record)
         self._remote_refusals.extend(refusals)
         self._remote_failed_attempts += failed_attempts
 
     # -- totals ----------------------------------------------------------------------------------------------
     @property
     def records(self) -> list[CostRecord]:
-        """Every billed call of the run."""
+        """Every billed call of the run (the first `max_records` of them, when it was reached)."""
         local = self._guard.records if self._guard is not None else []
         return [*local, *self._remote_records]
 
@@ -213,6 +247,17 @@ class CostRun:
         if self._guard is not None:
             calls, failed = calls + self._guard.preflight_calls, failed + self._guard.preflight_failed
         return calls, failed
+
+    def tally(self) -> Tally | None:
+        """The sums of every call of the run when some records were not kept (`max_records`), else None."""
+        guard = self._guard
+        if (guard is None or guard.overflow is None) and self._remote_overflow is None:
+            return None
+        from ..core.tally import Tally
+
+        local = guard.tally() if guard is not None else self._new_tally()
+        remote = self._remote_overflow or Tally.of(self._remote_records, self.budget, self.test_budgets)
+        return local.merge(remote)
 
     @property
     def happened(self) -> bool:
@@ -238,4 +283,5 @@ class CostRun:
             failed_attempts=self.failed_attempts,
             preflights=self.preflights,
             labels=self.labels,
+            tally=self.tally(),
         )

@@ -196,7 +196,13 @@ class CostguardSession:
         self.simulated = False
         """Costs come from the emulator (the `llm_emulator` fixture was used)."""
         self._prices: PriceBook | None = settings.prices
-        self.run: CostRun = CostRun(self._build_guard, budget=settings.budget, budget_per_test=settings.budget_per_test)
+        self.run: CostRun = CostRun(
+            self._build_guard,
+            budget=settings.budget,
+            budget_per_test=settings.budget_per_test,
+            # An xdist worker hands every record to its controller, which keeps the first ones and tallies the rest.
+            max_records=None if hasattr(config, "workerinput") else settings.max_records,
+        )
         self._scope = SESSION
         self.replay = ReplaySession(config, settings)
         """Record and replay (`--llm-record`, `@pytest.mark.llm_record`)."""

@@ -59,6 +59,8 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
      "string", None),
     ("llm_openai_max_output", None, "", "most output tokens of OpenAI models, 'model = tokens' per line: bounds "
      "a request that sets no output limit (adds to the built-in table)", "linelist", []),
+    ("llm_max_records", "--llm-max-records", "N", "keep the records of at most N calls in memory and list them in "
+     "the reports (default 100000; 0 lists none); every total still counts all calls", "string", None),
 )
 
 

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Settings", "SettingsError", "parse_prices", "resolve_settings"]
 
+DEFAULT_MAX_RECORDS = 100_000
+"""Records kept by default: a suite of fewer calls (nearly all) lists every one; more would keep tens of MB."""
+
 CacheMode = Literal["off", "auto"]
 PreflightMode = Literal["auto", "always", "off"]
 
@@ -103,6 +106,8 @@ class Settings:
     """When to count a call's input exactly (`count_tokens`) before admitting it under a budget."""
     openai_max_output: tuple[tuple[str, int], ...] = ()
     """The user's most output tokens of OpenAI models (`llm_openai_max_output`), before the built-in table."""
+    max_records: int = DEFAULT_MAX_RECORDS
+    """Keep the records of at most this many calls (`--llm-max-records`); the reports' totals count them all."""
 
     @property
     def redis_url(self) -> str | None:
@@ -229,6 +234,13 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
         raise SettingsError(f"{src}: {preflight_raw!r} is not one of auto, always, off")
     max_output_raw, max_output_src = _raw(get, "llm_openai_max_output")
     max_output = parse_max_output((max_output_raw or "").splitlines(), source=max_output_src)
+    max_records_raw, max_records_src = _given(get, "llm_max_records")
+    max_records = DEFAULT_MAX_RECORDS
+    if max_records_raw is not None:
+        text = max_records_raw.strip().replace("_", "")
+        if not text.isdigit() or not text.isascii():
+            raise SettingsError(f"{max_records_src}: {max_records_raw!r} is not a whole number of calls (0 or more)")
+        max_records = int(text)
 
     return Settings(
         budget=budget,
@@ -250,6 +262,7 @@ def _resolve(get: Getter, extra_prices: Mapping[str, PriceOverride]) -> Settings
         record_ignore=record_ignore,
         preflight="always" if preflight == "always" else "off" if preflight == "off" else "auto",
         openai_max_output=max_output,
+        max_records=max_records,
     )
 
 

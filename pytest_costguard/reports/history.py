@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..domain.money import MoneyError, format_usd, usd_from_json
+from .model import calls_total
 
 __all__ = ["HISTORY_SCHEMA", "HistoryError", "append_history", "git_revision", "history_entry", "read_history",
            "trend_lines"]
@@ -79,7 +80,7 @@ def history_entry(
         "branch": branch,
         "total_usd": report["total_cost_usd"],
         "budget_usd": report.get("budget_usd"),
-        "calls": len(report["calls"]),
+        "calls": calls_total(report),
         "refused_calls": report.get("refused_calls", 0),
         "by_model": {model: totals["cost_usd"] for model, totals in report.get("by_model", {}).items()},
         "tests": tests,

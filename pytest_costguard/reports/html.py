@@ -23,7 +23,7 @@ from operator import itemgetter, ne
 from typing import Any, cast
 
 from ..domain.money import format_usd, usd_from_json
-from .model import budget_line
+from .model import budget_line, calls_listed_line, calls_total
 
 __all__ = ["render_history_html", "render_html"]
 
@@ -310,11 +310,14 @@ def _gauge(report: Mapping[str, Any]) -> str:
         )
     facts = [
         ("Total", budget_line(report)),
-        ("Calls", _int(len(report["calls"]))),
+        ("Calls", _int(calls_total(report))),
         ("Refused", _int(report.get("refused_calls", 0))),
         ("Failed attempts (not billed)", _int(report.get("failed_attempts", 0))),
         ("Estimated (charged conservatively)", _int(report.get("estimated_calls", 0))),
     ]
+    listed = calls_listed_line(report)
+    if listed:
+        facts.insert(2, ("Listed", listed))
     if report.get("budget_per_test_usd") is not None:
         facts.insert(1, ("Per-test budget", format_usd(report["budget_per_test_usd"])))
     if "overspent_usd" in report:
@@ -538,7 +541,7 @@ def render_html(report: Mapping[str, Any], *, history: Sequence[Mapping[str, Any
     title = "LLM cost report" + (" (simulated costs)" if simulated else "")
     subtitle = (
         f"pytest-costguard, {report.get('created', '')}, {len(report['tests']):,} tests, "
-        f"{len(report['calls']):,} calls, total {format_usd(report['total_cost_usd'])}"
+        f"{calls_total(report):,} calls, total {format_usd(report['total_cost_usd'])}"
     )
     if simulated:
         subtitle += ": costs computed by the emulator, not billed by a provider"

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..domain.money import format_usd, usd_from_json, usd_to_json
-from .model import SCHEMA, ReportError
+from .model import SCHEMA, ReportError, calls_total
 
 __all__ = ["merge_reports", "merged_over_budget"]
 
@@ -23,7 +23,7 @@ _KNOWN = frozenset(
         "schema", "currency", "created", "budget_usd", "budget_per_test_usd", "total_cost_usd",
         "budget_exceeded", "overspent_usd", "overspend", "overspends", "refused_calls", "refusals",
         "failed_attempts", "estimated_calls", "unpriced_calls", "tests", "preflight_calls", "preflight_failed",
-        "session", "calls", "by_model", "savings", "shards", "replayed_calls",
+        "session", "calls", "by_model", "savings", "shards", "replayed_calls", "calls_total", "calls_truncated",
     )
 )
 # Per-run views that do not add up across shards: a merged report has none.
@@ -150,6 +150,8 @@ def _merge(
         "replayed_calls": sum(int(r.get("replayed_calls", 0)) for r in reports),
         "tests": [test for r in reports for test in r["tests"]],
         "session": _sum_totals(r.get("session", {}) for r in reports),
+        "calls_total": sum(calls_total(r) for r in reports),
+        "calls_truncated": any(calls_total(r) > len(r["calls"]) for r in reports),
         "calls": [call for r in reports for call in r["calls"]],
         "by_model": {model: _sum_totals(entries) for model, entries in sorted(models.items())},
         "savings": savings,
@@ -157,7 +159,7 @@ def _merge(
             {
                 "source": name,
                 "total_cost_usd": r["total_cost_usd"],
-                "calls": len(r["calls"]),
+                "calls": calls_total(r),
                 "budget_usd": r.get("budget_usd"),
                 "budget_exceeded": bool(r.get("budget_exceeded")),
                 "overspent_usd": r.get("overspent_usd") or 0,

@@ -14,7 +14,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from ..core.budget import Overspend, find_overspend
+from ..core.budget import Overspend
+from ..core.tally import TOKEN_FIELDS as _TOKEN_FIELDS
+from ..core.tally import Tally, blank_totals
 from ..domain.money import format_usd, usd_to_json
 from ..domain.records import CostRecord, Refusal, is_endpoint_label, record_to_dict, refusal_to_dict
 
@@ -23,6 +25,8 @@ __all__ = [
     "SCHEMA",
     "ReportError",
     "build_report",
+    "calls_listed_line",
+    "calls_total",
     "cost_rows",
     "format_usd",
     "load_report",
@@ -35,7 +39,6 @@ __all__ = [
 ]
 
 SCHEMA = "pytest-costguard/1"
-_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
 class ReportError(ValueError):
@@ -44,20 +47,6 @@ class ReportError(ValueError):
 
 RefusalInfo = Refusal
 """The name of `Refusal` before 0.2."""
-
-
-def _blank_totals() -> dict[str, Any]:
-    return {"cost": Decimal(0), "calls": 0, "estimated": 0, **{f: 0 for f in _TOKEN_FIELDS}}
-
-
-def _add(totals: dict[str, Any], record: CostRecord) -> None:
-    totals["cost"] += record.cost_usd
-    totals["calls"] += 1
-    totals["estimated"] += record.estimated
-    totals["input_tokens"] += record.input_tokens
-    totals["output_tokens"] += record.output_tokens
-    totals["cache_read_input_tokens"] += record.cache_read_input_tokens
-    totals["cache_creation_input_tokens"] += record.cache_creation_input_tokens
 
 
 def _totals_json(totals: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,57 +80,34 @@ def build_report(
     failed_attempts: int = 0,
     labels: Mapping[str, Any] | None = None,
     preflights: tuple[int, int] = (0, 0),
+    tally: Tally | None = None,
 ) -> dict[str, Any]:
     """Build the JSON report of a run from its billed calls and its tests' outcomes.
 
     The budget is exceeded when the session budget refused a call, or when what was settled went over the
     session budget or a test's own budget (`test_budgets`, by node id): the second means the worst-case bound's
-    assumptions failed for some call, and is reported under `overspend`.
+    assumptions failed for some call, and is reported under `overspend`. With a `tally` of every call (a run
+    that kept only its first records, `--llm-max-records`), `records` are the calls listed and every figure
+    is the tally's; `calls_total` counts them all and `calls_truncated` says whether some are not listed.
     """
     records = list(records)
-    per_test: dict[str, dict[str, Any]] = {nodeid: _blank_totals() for nodeid in outcomes}
-    session = _blank_totals()
-    by_model: dict[str, dict[str, Any]] = {}
-    total = Decimal(0)
-    routing_saved = Decimal(0)
-    caching_saved = Decimal(0)
-    replay_saved = Decimal(0)
-    replayed = 0
-    calls = []
-    overruns = 0
-    for record in records:
-        total += record.cost_usd
-        if record.reserved_usd is not None and record.cost_usd > record.reserved_usd:
-            overruns += 1
-        # get-then-insert rather than setdefault: setdefault would build a throwaway dict for every record.
-        target = session if record.tag is None else per_test.get(record.tag)
-        if target is None:
-            target = per_test[record.tag] = _blank_totals()  # type: ignore[index]
-        _add(target, record)
-        model_totals = by_model.get(record.model)
-        if model_totals is None:
-            model_totals = by_model[record.model] = {**_blank_totals(), "provider": record.provider}
-        _add(model_totals, record)
-        if record.replayed:
-            # Not sent: what it would have cost is saved whole; its routing and caching were the recording's.
-            replay_saved += record.replay_cost_usd or 0
-            replayed += 1
-            calls.append(record_json(record))
-            continue
-        if record.cost_uncached_usd is not None:
-            caching_saved += record.cost_uncached_usd - record.cost_usd
-        if record.cost_at_requested_usd is not None and record.requested_model not in (None, record.model):
-            routing_saved += record.cost_at_requested_usd - record.cost_usd
-        calls.append(record_json(record))
+    if tally is None:
+        tally = Tally.of(records, budget, test_budgets)
+    per_test: dict[str, dict[str, Any]] = {nodeid: tally.per_test.get(nodeid) or blank_totals() for nodeid in outcomes}
+    for nodeid, totals in tally.per_test.items():
+        if nodeid not in per_test:
+            per_test[nodeid] = totals
+    calls = [record_json(record) for record in records]
     tests = [
         {"nodeid": nodeid, "outcome": outcomes.get(nodeid, "unknown"), **_totals_json(totals)}
         for nodeid, totals in per_test.items()
     ]
     session_refusals = [r for r in refusals if r.scope == "session"]
-    overspends = _overspends(records, budget, test_budgets or {})
+    overspends = tally.overspends()
     session_over = sum((o.over for o in overspends if o.scope == "session"), Decimal(0))
     tests_over = sum((o.over for o in overspends if o.scope != "session"), Decimal(0))
     overspend_json = [_overspend_json(o) for o in overspends]
+    routing_saved, caching_saved, replay_saved = tally.routing_saved, tally.caching_saved, tally.replay_saved
     return {
         "schema": SCHEMA,
         "currency": "USD",
@@ -149,7 +115,7 @@ def build_report(
         **(dict(labels) if labels else {}),
         "budget_usd": None if budget is None else usd_to_json(budget),
         "budget_per_test_usd": None if budget_per_test is None else usd_to_json(budget_per_test),
-        "total_cost_usd": usd_to_json(total),
+        "total_cost_usd": usd_to_json(tally.total),
         "budget_exceeded": bool(session_refusals or overspends),
         "overspent_usd": usd_to_json(max(session_over, tests_over)),
         "overspend": max(overspend_json, key=lambda o: o["over_usd"], default=None),
@@ -159,14 +125,16 @@ def build_report(
         "failed_attempts": failed_attempts,
         "preflight_calls": preflights[0],
         "preflight_failed": preflights[1],
-        "estimated_calls": sum(1 for c in calls if c["estimated"]),
-        "unpriced_calls": sum(1 for c in calls if c["unpriced"]),
-        "worst_case_overruns": overruns,
-        "replayed_calls": replayed,
+        "estimated_calls": tally.estimated,
+        "unpriced_calls": tally.unpriced,
+        "worst_case_overruns": tally.overruns,
+        "replayed_calls": tally.replayed,
+        "calls_total": tally.calls,
+        "calls_truncated": tally.calls > len(calls),
         "tests": tests,
-        "session": _totals_json(session),
+        "session": _totals_json(tally.session),
         "calls": calls,
-        "by_model": {model: _totals_json(t) for model, t in sorted(by_model.items())},
+        "by_model": {model: _totals_json(t) for model, t in sorted(tally.by_model.items())},
         "savings": {
             "routing_usd": usd_to_json(routing_saved),
             "caching_usd": usd_to_json(caching_saved),
@@ -174,27 +142,6 @@ def build_report(
             "total_usd": usd_to_json(routing_saved + caching_saved + replay_saved),
         },
     }
-
-
-def _overspends(
-    records: Sequence[CostRecord], budget: Decimal | None, test_budgets: Mapping[str, Decimal]
-) -> list[Overspend]:
-    """Every budget the settled spend went over: the session's, then each budgeted test's."""
-    found = []
-    session = find_overspend(records, budget, "session")
-    if session is not None:
-        found.append(session)
-    if test_budgets:
-        by_test: dict[str, list[tuple[int, CostRecord]]] = {}
-        for index, record in enumerate(records):
-            if record.tag is not None and record.tag in test_budgets:
-                by_test.setdefault(record.tag, []).append((index, record))
-        for nodeid, indexed in by_test.items():
-            over = find_overspend((r for _, r in indexed), test_budgets[nodeid], f"test {nodeid}")
-            if over is not None:
-                # Name the call by its place among all the run's calls, as the report lists them.
-                found.append(Overspend(over.scope, over.limit, over.spent, indexed[over.call_index][0], over.call))
-    return found
 
 
 def _overspend_json(overspend: Overspend) -> dict[str, Any]:
@@ -212,6 +159,20 @@ def _overspend_json(overspend: Overspend) -> dict[str, Any]:
         "reserved_usd": None if call.reserved_usd is None else usd_to_json(call.reserved_usd),
         "message": overspend.describe(),
     }
+
+
+def calls_total(report: Mapping[str, Any]) -> int:
+    """How many calls a report counts: all of them, also those a record limit left out of its `calls` list."""
+    return int(report.get("calls_total", len(report["calls"])))
+
+
+def calls_listed_line(report: Mapping[str, Any]) -> str | None:
+    """Say "1,000 of 25,000 calls listed" when a record limit left calls out of the list; None when none were."""
+    total = calls_total(report)
+    listed = len(report["calls"])
+    if listed >= total:
+        return None
+    return f"{listed:,} of {plural(total, 'call')} listed (--llm-max-records); every total counts all {total:,}"
 
 
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:
@@ -359,7 +320,10 @@ def render_markdown(report: Mapping[str, Any], *, top: int = 20) -> str:
     verdict = verdict_lines(report)
     if verdict:
         lines += [f"**{line}**" for line in verdict] + [""]
-    lines.append(f"- Total: **{budget_line(report)}**, {plural(len(report['calls']), 'call')}")
+    lines.append(f"- Total: **{budget_line(report)}**, {plural(calls_total(report), 'call')}")
+    listed = calls_listed_line(report)
+    if listed:
+        lines.append(f"- {listed[0].upper()}{listed[1:]}")
     counts = _counts_line(report)
     if counts:
         lines.append(f"- {counts[0].upper()}{counts[1:]}")
@@ -400,6 +364,9 @@ def terminal_lines(report: Mapping[str, Any], *, top: int = 10) -> list[str]:
     if models:
         out += _aligned([("model", _COLUMNS), *models], widths)
     out.append(f"budget used: {budget_line(report)}")
+    listed = calls_listed_line(report)
+    if listed:
+        out.append(listed)
     saved = savings_line(report)
     if saved:
         out.append(saved)
