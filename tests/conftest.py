@@ -14,8 +14,9 @@ FAKEAPI_SOURCE = (Path(__file__).parent / "fakeapi.py").read_text(encoding="utf-
 @pytest.fixture
 def fake_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A pytester whose inner suite can `from fakeapi import FakeAPI`."""
-    # Inner suites need no async plugin, and pytest-asyncio warns about its unset loop scope in them.
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio")
+    # Inner suites need no async plugin (pytest-asyncio warns about its unset loop scope in them), nor
+    # hypothesis, whose plugin is a quarter of each inner run's start-up.
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:hypothesispytest")
     pytester.makepyfile(fakeapi=FAKEAPI_SOURCE)
     pytester.syspathinsert()
     return pytester

@@ -313,6 +313,7 @@ def test_an_unwritable_history_fails_the_run_as_a_missing_report_does(fake_pytes
     result.stdout.fnmatch_lines(["*pytest-costguard: --llm-history: cannot append to *blocked/h.jsonl*"])
 
 
+@pytest.mark.slow  # an xdist run of two workers
 def test_under_xdist_only_the_controller_appends_to_the_history(fake_pytester: pytest.Pytester) -> None:
     fake_pytester.makepyfile(test_suite=SUITE)
     result = fake_pytester.runpytest_subprocess("-n", "2", "-p", "xdist", "--llm-history=h.jsonl")

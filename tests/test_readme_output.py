@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# It runs the whole example suite once per quoted command (five runs): `.ci/run` runs it in its `-m slow` step.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 READMES = (ROOT / "README.md", ROOT / "examples" / "support_triage" / "README.md")
 _BLOCK = re.compile(

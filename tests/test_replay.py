@@ -401,6 +401,7 @@ def test_llm_cassettes_moves_the_files(suite: pytest.Pytester) -> None:
     assert (suite.path / "tapes" / "test_calls" / "test_create.json").is_file()
 
 
+@pytest.mark.slow  # two xdist runs of two workers each
 def test_recording_and_replaying_under_xdist(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     plugins = ("-p", "xdist", "-n", "2")
     result = suite.runpytest_subprocess(*plugins, "--llm-record=all", "--llm-report=rec.json")

@@ -19,6 +19,9 @@ import pytest
 
 from pytest_costguard.replay import find_secrets
 
+# It records the whole example suite and replays it: `.ci/run` runs it in its `-m slow` step.
+pytestmark = pytest.mark.slow
+
 EXAMPLE = Path(__file__).parent.parent / "examples" / "support_triage"
 
 
