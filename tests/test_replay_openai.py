@@ -260,3 +260,83 @@ def test_the_cassette_listing_prices_openai_recordings_as_the_recording_run_did(
     cost = sum(Decimal(str(c["cost_usd"])) for c in _report(recorded, "recorded.json")["calls"])
     assert cost > 0
     assert f"total: {format_usd(cost)} at today's prices" in capsys.readouterr().out
+
+
+SESSION_SUITE = """
+import os
+
+import openai
+import pytest
+
+WHERE = "http://127.0.0.1:9/v1" if os.environ.get("OFFLINE") else os.environ["EMULATOR_URL"] + "/v1"
+PROMPT = os.environ.get("PROMPT", "warm up")
+
+
+def ask(prompt):
+    with openai.OpenAI(api_key="sk-test", base_url=WHERE, max_retries=0) as c:
+        reply = c.chat.completions.create(
+            model="gpt-4o-mini", max_completion_tokens=50, messages=[{"role": "user", "content": prompt}]
+        )
+    return reply.choices[0].message.content
+
+
+AT_IMPORT = ask(f"import: {PROMPT}")
+
+
+@pytest.fixture(scope="session")
+def warm():
+    return ask(f"session fixture: {PROMPT}")
+
+
+def test_first(warm):
+    assert warm and AT_IMPORT and ask("first test")
+
+
+def test_second(warm):
+    assert warm and ask("second test")
+"""
+
+
+@pytest.fixture
+def session_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    from pytest_costguard.emulator import Emulator
+
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:respx")
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROMPT", "OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    pytester.makeconftest("import httpx2\n\nhttpx2.alias_httpx()\n")
+    pytester.makepyfile(test_app=SESSION_SUITE)
+    with Emulator() as emulator:
+        monkeypatch.setenv("EMULATOR_URL", emulator.base_url)
+        _run(pytester, "--llm-record=once").assert_outcomes(passed=2)
+    return pytester
+
+
+def test_calls_outside_tests_go_to_the_session_cassette_and_replay_whichever_test_runs_first(
+    session_suite: pytest.Pytester,
+) -> None:
+    session = json.loads((session_suite.path / "cassettes" / "_session.json").read_text())
+    first = json.loads((session_suite.path / "cassettes" / "test_app" / "test_first.json").read_text())
+
+    prompts = [i["request"]["body"]["messages"][0]["content"] for i in session["interactions"]]
+    assert session["test"] == "<session>" and prompts == ["import: warm up", "session fixture: warm up"]
+    assert [i["request"]["body"]["messages"][0]["content"] for i in first["interactions"]] == ["first test"]
+    # Only the second test: it sets the session fixture up now, and its call replays all the same.
+    result = _run(session_suite, "--llm-record=none", "--llm-report=r.json", "-k", "second", offline=True)
+    result.assert_outcomes(passed=1, deselected=1)
+    report = _report(session_suite, "r.json")
+    assert len(report["calls"]) == 3 and all(c["replayed"] for c in report["calls"])
+    assert report["total_cost_usd"] == 0
+    assert "stale" not in result.stdout.str()
+
+
+def test_a_call_outside_tests_with_no_recording_is_refused_under_none_and_fails_the_run(
+    session_suite: pytest.Pytester,
+) -> None:
+    result = _run(session_suite, "--llm-record=none", offline=True, prompt="changed")
+
+    assert result.ret != 0
+    out = result.stdout.str()
+    assert "<session>: a gpt-4o-mini call (prompt: 'import: changed') was not recorded in" in out
+    assert "_session.json (--llm-record=none, nothing was sent)" in out
+    assert "Connect" not in out

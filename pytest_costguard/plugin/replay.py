@@ -7,6 +7,7 @@ The session (`plugin/__init__.py`) hands it pytest's events; the cassettes, matc
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +29,12 @@ class ReplaySession:
         self.config = config
         self.settings = settings
         self.recorder: Recorder | None = None
-        """Built when the first test records or replays (an idle run never imports the replay package)."""
+        """Built at once when the run records or replays (calls at module import go to the session cassette),
+        else when the first marked test does: a run without `--llm-record` never imports the replay package."""
         self._remote: list[dict[str, Any]] = []
         self._deselected: list[str] = []
+        if settings.record != "off":
+            self._recorder()
 
     def mode_of(self, marked: str | None) -> str:
         """The mode a test runs in: its marker's, else the run's."""
@@ -94,6 +98,21 @@ class ReplaySession:
         if self.recorder is not None:
             self.recorder.close(nodeid)
 
+    def fixture_setup(self, scope: str) -> AbstractContextManager[None]:
+        """Where the calls of a fixture setting up are taped: a fixture broader than a function is shared by
+        several tests (whichever runs first sets it up), so its calls go to the session cassette."""
+        if scope == "function" or self.recorder is None:
+            return nullcontext()
+        from ..replay.store import shared
+
+        return shared()
+
+    def finish(self) -> list[str]:
+        """End the session cassette (calls made outside tests); return why calls it had no recording for were
+        refused (each fails the run)."""
+        tape = self.recorder.finish() if self.recorder is not None else None
+        return [] if tape is None else list(tape.misses)
+
     def verdict(self, nodeid: str) -> str | None:
         """Why a test that passed fails anyway: a call it made had no recording (whatever the code caught)."""
         tape = self.recorder.tape_for(nodeid) if self.recorder is not None else None
@@ -109,6 +128,7 @@ class ReplaySession:
         recorder = self.recorder
         if recorder is None:
             return {"saved": [], "stale": []}
+        recorder.finish()
         return {
             "saved": [str(p) for p in recorder.saved],
             "stale": [{"path": str(s.path), "unused": s.unused, "reason": s.reason} for s in recorder.stale],
