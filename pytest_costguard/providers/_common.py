@@ -12,7 +12,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from ..metering.guard import CostGuard, Ticket
+
+    GuardOrFactory: TypeAlias = "CostGuard | Callable[[], CostGuard | None]"
+    """A `CostGuard`, or a callable that returns one (a factory, or a getter)."""
 
 __all__ = [
     "SSE_STARTS",
@@ -20,15 +25,13 @@ __all__ = [
     "ImportHook",
     "drop_guard",
     "getter",
+    "metered_stream",
     "reached_the_server",
     "watched_stream",
 ]
 
 SSE_STARTS = (b"event:", b"data:", b"id:", b"retry:", b":")
 """How an event stream's first line begins: a body is told apart by its bytes, not its headers."""
-
-GuardOrFactory = Any
-"""A `CostGuard`, or a callable that returns one (a factory, or a getter)."""
 
 
 def getter(guard: GuardOrFactory) -> Callable[[], CostGuard | None]:
