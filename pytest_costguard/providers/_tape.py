@@ -8,7 +8,7 @@ what comes back in the SDK's own terms; the cassette format, matching and redact
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +17,13 @@ from ..replay.redaction import redact_body, redact_headers
 from ._common import watched_stream
 
 if TYPE_CHECKING:
+    from ..metering.guard import CostGuard, Ticket
     from ..replay.store import Tape
 
 __all__ = [
     "REPLAY_BASE_URL",
     "Sent",
+    "answer_or_admit",
     "describe_call",
     "is_transport_failure",
     "record_failure",
@@ -106,6 +108,24 @@ class Sent:
             provider=self.provider,
             recorded_at=now(),
         )
+
+
+def answer_or_admit(
+    tape: Tape, sent: Sent, guard: CostGuard, ticket: Ticket | None, what: Callable[[], str]
+) -> Interaction | None:
+    """The recording that answers `sent`; else None once the attempt may go live and be recorded (its ticket
+    reserved now, like any live call: refused here if it does not fit); else the refusal, raised, with nothing
+    sent (`what()` names the call in it)."""
+    found = tape.take(sent.method, sent.path, sent.body)
+    if found is not None:
+        return found
+    if not tape.records:
+        if ticket is not None:
+            guard.forget(ticket)
+        raise tape.refuse(what(), (sent.method, sent.path, sent.body))
+    if ticket is not None:
+        guard.hold(ticket)
+    return None
 
 
 # -- recording ---------------------------------------------------------------------------------------------

@@ -15,10 +15,20 @@ responses to interactions and back) is shared with the OpenAI adapter in `provid
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ...domain.request import content_text
-from .._tape import REPLAY_BASE_URL, Sent, record_failure, record_response, replayed_http, transport_error, wire_path
+from .._tape import (
+    REPLAY_BASE_URL,
+    Sent,
+    answer_or_admit,
+    record_failure,
+    record_response,
+    replayed_http,
+    transport_error,
+    wire_path,
+)
 from .._tape import describe_call as describe
 
 if TYPE_CHECKING:
@@ -53,9 +63,8 @@ def tapped(attempt: Any, call_next: Callable[[APIRequest], Any], *, asynchronous
     """What sends `attempt` when its test has a tape: a replay, a recording `call_next`, or a refusal (raised)."""
     tape: Tape = attempt.tape
     request = attempt.request
-    method, path, body = request.method.upper(), wire_path(request.url), request.json
-    found = tape.take(method, path, body)
-    guard, ticket = attempt.guard, attempt.ticket
+    what = partial(describe_call, request.json)  # named only for a refusal
+    found = answer_or_admit(tape, _sent(request), attempt.guard, attempt.ticket, what)
     if found is not None:
         if asynchronous:
 
@@ -64,12 +73,6 @@ def tapped(attempt: Any, call_next: Callable[[APIRequest], Any], *, asynchronous
 
             return replay_async
         return lambda req: replayed_response(req, found, asynchronous=False)
-    if not tape.records:
-        if ticket is not None:
-            guard.forget(ticket)
-        raise tape.refuse(describe_call(body), (method, path, body))
-    if ticket is not None:
-        guard.hold(ticket)  # sent live after all: reserved like any call (refused here if it does not fit)
     if asynchronous:
 
         async def record_async(req: APIRequest) -> Any:

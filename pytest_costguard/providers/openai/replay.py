@@ -13,10 +13,20 @@ Simpler than the Anthropic side: the seam hands back a bare `httpx2.Response`, w
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ...domain.records import usage_from_openai
-from .._tape import Sent, describe_call, record_failure, record_response, replayed_http, transport_error, wire_path
+from .._tape import (
+    Sent,
+    answer_or_admit,
+    describe_call,
+    record_failure,
+    record_response,
+    replayed_http,
+    transport_error,
+    wire_path,
+)
 
 if TYPE_CHECKING:
     from ...core.pricing import Usage
@@ -70,8 +80,8 @@ def tapped(
 ) -> Callable[..., Any]:
     """What sends `request` (an `httpx2.Request`) when its test has a tape, in the place of the SDK's
     `_send_request` (`send`): a replay, a recording `send`, or a refusal (raised, nothing sent)."""
-    method, path = request.method.upper(), wire_path(str(request.url))
-    found = tape.take(method, path, body)
+    sent = Sent(PROVIDER, request.method.upper(), wire_path(str(request.url)), body)
+    found = answer_or_admit(tape, sent, guard, ticket, partial(describe_request, body))
     if found is not None:
         if asynchronous:
 
@@ -80,13 +90,6 @@ def tapped(
 
             return replay_async
         return lambda client, req, *, stream, **kwargs: _replayed(found, req, stream=stream, asynchronous=False)
-    if not tape.records:
-        if ticket is not None:
-            guard.forget(ticket)
-        raise tape.refuse(describe_request(body), (method, path, body))
-    if ticket is not None:
-        guard.hold(ticket)  # sent live after all: reserved like any call (refused here if it does not fit)
-    sent = Sent(PROVIDER, method, path, body)
     if asynchronous:
 
         async def record_async(client: Any, req: Any, *, stream: bool, **kwargs: Any) -> Any:
