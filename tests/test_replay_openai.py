@@ -340,3 +340,19 @@ def test_a_call_outside_tests_with_no_recording_is_refused_under_none_and_fails_
     assert "<session>: a gpt-4o-mini call (prompt: 'import: changed') was not recorded in" in out
     assert "_session.json (--llm-record=none, nothing was sent)" in out
     assert "Connect" not in out
+
+
+def test_an_unrecorded_openai_call_going_live_under_a_budget_is_priced_as_openai_bills_it() -> None:
+    from pytest_costguard.core.pricing import UnknownModelPrice
+    from pytest_costguard.metering.guard import CostGuard, GuardConfig
+    from pytest_costguard.metering.ledger import InMemoryLedger
+
+    guard = CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1)))
+    body = {"model": "claude-sonnet-4-6", "max_completion_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    # Admitted for replay (nothing reserved, no price needed); no recording answers it, so it would go live.
+    ticket, _ = guard.begin(body, streamed=False, replay=True, provider="openai", endpoint="chat")
+
+    # OpenAI lists no such model: refused before it is sent, though Anthropic prices a model of that name.
+    with pytest.raises(UnknownModelPrice, match="claude-sonnet-4-6"):
+        guard.hold(ticket)
+    assert guard.ledger.spent == 0
