@@ -288,6 +288,15 @@ def warm():
     return ask(f"session fixture: {PROMPT}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def best_effort():
+    if os.environ.get("EXTRA"):
+        try:
+            ask(os.environ["EXTRA"])  # never recorded: refused, and the refusal swallowed
+        except Exception:
+            pass
+
+
 def test_first(warm):
     assert warm and AT_IMPORT and ask("first test")
 
@@ -302,7 +311,7 @@ def session_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) ->
     from pytest_costguard.emulator import Emulator
 
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:respx")
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROMPT", "OFFLINE"):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROMPT", "OFFLINE", "EXTRA"):
         monkeypatch.delenv(name, raising=False)
     pytester.makeconftest("import httpx2\n\nhttpx2.alias_httpx()\n")
     pytester.makepyfile(test_app=SESSION_SUITE)
@@ -356,3 +365,20 @@ def test_an_unrecorded_openai_call_going_live_under_a_budget_is_priced_as_openai
     with pytest.raises(UnknownModelPrice, match="claude-sonnet-4-6"):
         guard.hold(ticket)
     assert guard.ledger.spent == 0
+
+
+@pytest.mark.parametrize("workers", [pytest.param((), id="one process"), pytest.param(("-n", "2"), id="xdist")])
+def test_a_swallowed_refusal_outside_tests_fails_the_run_though_every_test_passed(
+    session_suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: tuple[str, ...]
+) -> None:
+    if workers:
+        pytest.importorskip("xdist")
+    monkeypatch.setenv("EXTRA", "a question nobody recorded")
+
+    result = _run(session_suite, "--llm-record=none", *workers, offline=True)
+
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    out = result.stdout.str()
+    assert "replay: 1 call(s) outside tests were refused (this fails the run):" in out
+    assert "<session>: a gpt-4o-mini call (prompt: 'a question nobody recorded') was not recorded in" in out

@@ -109,9 +109,12 @@ class ReplaySession:
 
     def finish(self) -> list[str]:
         """End the session cassette (calls made outside tests); return why calls it had no recording for were
-        refused (each fails the run)."""
-        tape = self.recorder.finish() if self.recorder is not None else None
-        return [] if tape is None else list(tape.misses)
+        refused, here and in the workers (each fails the run)."""
+        local: list[str] = []
+        if self.recorder is not None:
+            self.recorder.finish()
+            local = self.recorder.session_misses
+        return [*local, *(m for o in self._remote for m in o.get("session_misses", ()))]
 
     def verdict(self, nodeid: str) -> str | None:
         """Why a test that passed fails anyway: a call it made had no recording (whatever the code caught)."""
@@ -130,6 +133,7 @@ class ReplaySession:
             return {"saved": [], "stale": []}
         recorder.finish()
         return {
+            "session_misses": list(recorder.session_misses),
             "saved": [str(p) for p in recorder.saved],
             "stale": [{"path": str(s.path), "unused": s.unused, "reason": s.reason} for s in recorder.stale],
         }
@@ -155,12 +159,16 @@ class ReplaySession:
         return {"replay": {"mode": self.settings.record, "cassettes_written": saved, "stale": stale}}
 
     def summary_lines(self) -> list[str]:
-        """Lines for the terminal summary: cassettes written, stale recordings."""
+        """Lines for the terminal summary: calls outside tests refused, cassettes written, stale recordings."""
         if self.recorder is None and not self._remote:
             return []
         saved, stale = self._totals()
         root = self.config.rootpath
         lines = []
+        misses = sorted(set(self.finish()))  # every worker refuses the same session-level call: once each
+        if misses:
+            lines.append(f"replay: {len(misses)} call(s) outside tests were refused (this fails the run):")
+            lines += [f"  {m.removeprefix('pytest-costguard: ')}" for m in misses]
         if saved:
             lines.append(f"replay: wrote {len(saved)} cassette(s)")
         if stale:

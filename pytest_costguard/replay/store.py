@@ -215,6 +215,8 @@ class Recorder:
         """Attempts answered from cassettes in this process."""
         self._session: Tape | None = None
         self._finished = False
+        self.session_misses: list[str] = []
+        """Why calls outside tests were refused for want of a recording (each fails the run), once finished."""
 
     def session_path(self) -> Path:
         """The session cassette: at the top of `--llm-cassettes`, else in `<rootdir>/cassettes`."""
@@ -229,19 +231,19 @@ class Recorder:
                 self._session = Tape(SESSION_TEST, self.session_path(), self.mode, ignored=self.ignored)
             return self._session
 
-    def finish(self) -> Tape | None:
-        """End the session tape (once): write what it recorded; return it (its `misses` fail the run)."""
+    def finish(self) -> None:
+        """End the session tape (once): write what it recorded, keep what it refused (`session_misses`)."""
         with self._lock:
             if self._finished:
-                return None
+                return
             self._finished = True
             tape, self._session = self._session, None
         if tape is not None:
             self.replayed += tape.replayed
+            self.session_misses = list(tape.misses)
             saved = tape.save()
             if saved is not None:
                 self.saved.append(saved)
-        return tape
 
     def path_of(self, nodeid: str) -> Path:
         """The cassette of test `nodeid`."""
