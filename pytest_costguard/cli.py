@@ -384,14 +384,17 @@ def _cassettes(args: argparse.Namespace, rest: list[str]) -> int:
 def _cassette_pricer() -> Callable[[Any], tuple[Decimal, int]]:
     """Price a cassette's recorded replies at today's rates: (cost, replies that could not be priced)."""
     from .core.pricing import UnknownModelPrice, default_price_book
-    from .providers.anthropic.replay import recorded_usage
+    from .providers.anthropic import replay as anthropic_replay
+    from .providers.openai import replay as openai_replay
 
     book = default_price_book()
+    readers = {"anthropic": anthropic_replay.recorded_usage, "openai": openai_replay.recorded_usage}
 
     def price(cassette: Any) -> tuple[Decimal, int]:
         cost, unpriced = Decimal(0), 0
         for interaction in cassette.interactions:
-            found = recorded_usage(interaction) if interaction.provider == "anthropic" else None
+            reader = readers.get(interaction.provider)
+            found = reader(interaction) if reader is not None else None
             if found is None:
                 continue
             try:

@@ -199,7 +199,7 @@ def test_an_event_stream_reply_to_a_request_that_did_not_stream_is_charged_its_w
 def test_an_exception_chain_that_is_a_cycle_is_walked_once() -> None:
     import httpx2
 
-    from pytest_costguard.providers.anthropic.middleware import _reached_the_server
+    from pytest_costguard.providers._common import reached_the_server as _reached_the_server
 
     first, second = RuntimeError("side effect"), ValueError("re-raised")
     first.__context__, second.__context__ = second, first

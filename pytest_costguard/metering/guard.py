@@ -332,7 +332,8 @@ class CostGuard:
         scope = self.scope
         if ticket.rates is None and not ticket.batch and (self.budget_applies(scope)):
             self.forget(ticket)
-            self.config.prices.rates(ticket.model, fast=ticket.fast)  # raises UnknownModelPrice, naming the model
+            # raises UnknownModelPrice, naming the model (priced as its provider bills it)
+            self.config.prices.rates(ticket.model, fast=ticket.fast, provider=ticket.provider, tier=ticket.tier)
         try:
             ticket.holds = self._reserve(scope, ticket.worst_case, ticket.notes)
         except BudgetExceededError:

@@ -486,7 +486,14 @@ class CostguardSession:
             self._broke_budget.add(nodeid)
         return message
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
+        with self.replay.fixture_setup(fixturedef.scope):  # a shared fixture's calls: the session cassette
+            return (yield)
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.replay.finish() and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a call outside tests had no recording
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker sends its spend to the controller (xdist.py), which reports for the run
         run = self.run

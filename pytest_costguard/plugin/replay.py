@@ -7,6 +7,7 @@ The session (`plugin/__init__.py`) hands it pytest's events; the cassettes, matc
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +29,12 @@ class ReplaySession:
         self.config = config
         self.settings = settings
         self.recorder: Recorder | None = None
-        """Built when the first test records or replays (an idle run never imports the replay package)."""
+        """Built at once when the run records or replays (calls at module import go to the session cassette),
+        else when the first marked test does: a run without `--llm-record` never imports the replay package."""
         self._remote: list[dict[str, Any]] = []
         self._deselected: list[str] = []
+        if settings.record != "off":
+            self._recorder()
 
     def mode_of(self, marked: str | None) -> str:
         """The mode a test runs in: its marker's, else the run's."""
@@ -94,6 +98,24 @@ class ReplaySession:
         if self.recorder is not None:
             self.recorder.close(nodeid)
 
+    def fixture_setup(self, scope: str) -> AbstractContextManager[None]:
+        """Where the calls of a fixture setting up are taped: a fixture broader than a function is shared by
+        several tests (whichever runs first sets it up), so its calls go to the session cassette."""
+        if scope == "function" or self.recorder is None:
+            return nullcontext()
+        from ..replay.store import shared
+
+        return shared()
+
+    def finish(self) -> list[str]:
+        """End the session cassette (calls made outside tests); return why calls it had no recording for were
+        refused, here and in the workers (each fails the run)."""
+        local: list[str] = []
+        if self.recorder is not None:
+            self.recorder.finish()
+            local = self.recorder.session_misses
+        return [*local, *(m for o in self._remote for m in o.get("session_misses", ()))]
+
     def verdict(self, nodeid: str) -> str | None:
         """Why a test that passed fails anyway: a call it made had no recording (whatever the code caught)."""
         tape = self.recorder.tape_for(nodeid) if self.recorder is not None else None
@@ -109,7 +131,9 @@ class ReplaySession:
         recorder = self.recorder
         if recorder is None:
             return {"saved": [], "stale": []}
+        recorder.finish()
         return {
+            "session_misses": list(recorder.session_misses),
             "saved": [str(p) for p in recorder.saved],
             "stale": [{"path": str(s.path), "unused": s.unused, "reason": s.reason} for s in recorder.stale],
         }
@@ -135,12 +159,16 @@ class ReplaySession:
         return {"replay": {"mode": self.settings.record, "cassettes_written": saved, "stale": stale}}
 
     def summary_lines(self) -> list[str]:
-        """Lines for the terminal summary: cassettes written, stale recordings."""
+        """Lines for the terminal summary: calls outside tests refused, cassettes written, stale recordings."""
         if self.recorder is None and not self._remote:
             return []
         saved, stale = self._totals()
         root = self.config.rootpath
         lines = []
+        misses = sorted(set(self.finish()))  # every worker refuses the same session-level call: once each
+        if misses:
+            lines.append(f"replay: {len(misses)} call(s) outside tests were refused (this fails the run):")
+            lines += [f"  {m.removeprefix('pytest-costguard: ')}" for m in misses]
         if saved:
             lines.append(f"replay: wrote {len(saved)} cassette(s)")
         if stale:

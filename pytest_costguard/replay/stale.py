@@ -11,6 +11,7 @@ import ast
 from pathlib import Path
 
 from .cassette import Cassette
+from .store import SESSION_TEST
 
 __all__ = ["stale_reason"]
 
@@ -39,6 +40,8 @@ def _defined(tree: ast.Module, names: list[str]) -> bool:
 
 def stale_reason(path: Path, cassette: Cassette) -> str | None:
     """Why the cassette at `path` can no longer be used by its test, or None when its test still exists."""
+    if cassette.test == SESSION_TEST:
+        return None  # the session cassette: calls made outside tests, used by whichever run makes them
     if not cassette.test or "::" not in cassette.test:
         return "it names no test"
     module = _module_of(path, cassette)

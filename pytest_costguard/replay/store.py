@@ -3,6 +3,9 @@
 Modes (`--llm-record`): `off` (no cassettes), `none` (replay only: a call with no recording is refused before
 it is sent), `once` (a test with a cassette replays it; a test without one records it), `new` (replay what
 matches, record what does not), `all` (record everything again).
+
+Calls made outside any test's own code (in a fixture broader than a function, at module import, in a session
+hook) go to the session cassette, `_session.json` at the top of the cassettes folder, in the run's mode.
 """
 
 from __future__ import annotations
@@ -10,17 +13,47 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cassette import Cassette, CassetteError, Interaction, cassette_files, cassette_path, now
 from .matching import DEFAULT_IGNORED, first_difference, normalized_body, request_key
 
-__all__ = ["MODES", "NotRecordedError", "Recorder", "StaleRecording", "Tape"]
+__all__ = [
+    "MODES",
+    "SESSION_CASSETTE",
+    "SESSION_TEST",
+    "NotRecordedError",
+    "Recorder",
+    "StaleRecording",
+    "Tape",
+    "shared",
+]
 
 MODES = ("off", "none", "once", "new", "all")
 """Every `--llm-record` mode, `off` (the default) first."""
+
+
+SESSION_CASSETTE = "_session.json"
+"""The file, at the top of the cassettes folder, that tapes the calls made outside any test's own code."""
+SESSION_TEST = "<session>"
+"""What the session cassette names as its test."""
+
+_shared: ContextVar[bool] = ContextVar("pytest_costguard_shared_fixture", default=False)
+"""Set while a fixture broader than a function sets up: its calls are the session's to tape, not the test's."""
+
+
+@contextmanager
+def shared() -> Iterator[None]:
+    """Tape the calls made in this context (a module- or session-scoped fixture's setup) in the session cassette."""
+    token = _shared.set(True)
+    try:
+        yield
+    finally:
+        _shared.reset(token)
 
 
 class NotRecordedError(Exception):
@@ -180,6 +213,37 @@ class Recorder:
         self.saved: list[Path] = []
         self.replayed = 0
         """Attempts answered from cassettes in this process."""
+        self._session: Tape | None = None
+        self._finished = False
+        self.session_misses: list[str] = []
+        """Why calls outside tests were refused for want of a recording (each fails the run), once finished."""
+
+    def session_path(self) -> Path:
+        """The session cassette: at the top of `--llm-cassettes`, else in `<rootdir>/cassettes`."""
+        return (self.directory if self.directory is not None else self.rootdir / "cassettes") / SESSION_CASSETTE
+
+    def session_tape(self) -> Tape | None:
+        """The tape of calls made outside tests (opened on the first one); None when off or once the run ended."""
+        if self.mode == "off" or self._finished:
+            return None
+        with self._lock:
+            if self._session is None:
+                self._session = Tape(SESSION_TEST, self.session_path(), self.mode, ignored=self.ignored)
+            return self._session
+
+    def finish(self) -> None:
+        """End the session tape (once): write what it recorded, keep what it refused (`session_misses`)."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            tape, self._session = self._session, None
+        if tape is not None:
+            self.replayed += tape.replayed
+            self.session_misses = list(tape.misses)
+            saved = tape.save()
+            if saved is not None:
+                self.saved.append(saved)
 
     def path_of(self, nodeid: str) -> Path:
         """The cassette of test `nodeid`."""
@@ -196,9 +260,10 @@ class Recorder:
         return tape
 
     def tape_for(self, tag: str | None) -> Tape | None:
-        """The tape of the running test `tag` (None outside tests, or when its mode is `off`)."""
-        if tag is None:
-            return None
+        """The tape a call made now goes to: the running test's (`tag`; None when its mode is `off`), or the
+        session's outside tests and in the setup of fixtures broader than a function."""
+        if tag is None or _shared.get():
+            return self.session_tape()
         return self._tapes.get(tag)
 
     def close(self, nodeid: str) -> Tape | None:

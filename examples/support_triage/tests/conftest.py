@@ -10,8 +10,7 @@ API and is billed.
 
 Replay only (`--llm-record=none`, the CI recipe of docs/replay.md): no emulator is served and the clients
 point at a loopback port nothing listens on, so every call is answered from the cassettes or fails loudly;
-the outage rehearsals replay the failures they recorded. Cassettes cover Anthropic calls only so far: the
-OpenAI part is skipped in that mode.
+the outage rehearsals replay the failures they recorded. Anthropic and OpenAI calls are taped alike.
 """
 
 from __future__ import annotations
@@ -110,13 +109,3 @@ def inbox() -> list[Ticket]:
         Ticket("T-2006", "Is Tallybook down?", "App won't load for me or my bookkeeper, both get 502 since "
                "9:10. Status page says nothing.", "Priya Nair", "Enterprise"),
     ]
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not _replay_only(config):
-        return
-    # Cassettes tape Anthropic calls only so far (docs/replay.md): the OpenAI part would need the network.
-    skip = pytest.mark.skip(reason="--llm-record=none replays Anthropic calls only; the OpenAI part needs the emulator")
-    for item in items:
-        if item.path.name == "test_openai_features.py":
-            item.add_marker(skip)

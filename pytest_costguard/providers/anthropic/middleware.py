@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...core.budget import refusal_frame
 from ...core.pricing import Usage, usage_from_response
 from ...domain.records import endpoint_label
+from .._common import BodyTap, getter, metered_stream, reached_the_server
 from .batch_results import batch_id_of, results_batch_id, watch_results
-from .patch import _getter, install, is_installed, prepare, uninstall
+from .patch import install, is_installed, prepare, uninstall
 from .preflight import Counted, count, count_async
 
 if TYPE_CHECKING:
@@ -335,45 +336,17 @@ def _finish_stream(guard: CostGuard, ticket: Ticket, meter: SSEMeter) -> None:
         guard.settle_incomplete(ticket, meter.usage, meter.model)
 
 
-_SSE_STARTS = (b"event:", b"data:", b"id:", b"retry:", b":")
-
-
-class _BodyMeter:
+class _BodyMeter(BodyTap):
     """Follow a successful response's body as it reaches the caller; settle the attempt when it ends.
 
     The body is told apart by its bytes, not its headers (mocks and cassettes often drop `content-type`): an
     event stream is metered event by event, anything else is kept and read as a JSON Message at the end.
     """
 
-    __slots__ = ("_body", "_done", "_guard", "_kind", "_sse", "_ticket")
+    __slots__ = ()
 
     def __init__(self, guard: CostGuard, ticket: Ticket) -> None:
-        self._guard = guard
-        self._ticket = ticket
-        self._kind: str | None = None
-        self._body: list[bytes] = []
-        self._sse = SSEMeter()
-        self._done = False
-
-    def feed(self, chunk: bytes) -> None:
-        """Take the next bytes of the body, as the caller gets them."""
-        if self._kind == "sse":
-            self._sse.feed(chunk)
-            return
-        if self._kind is None:
-            self._body.append(chunk)
-            head = b"".join(self._body).lstrip()
-            if not head:
-                return  # only whitespace so far: undecided
-            self._kind = "sse" if head.startswith(_SSE_STARTS) else "json"
-            if self._kind == "sse":
-                chunk, self._body = b"".join(self._body), []
-            else:
-                return
-        if self._kind == "sse":
-            self._sse.feed(chunk)
-        else:
-            self._body.append(chunk)
+        super().__init__(guard, ticket, SSEMeter())
 
     def finish(self, parsed: tuple[Usage, str] | None = None) -> None:
         """Settle from what the body said (`parsed`: the SDK's own parse of a whole Message, when there is one)."""
@@ -396,60 +369,6 @@ class _BodyMeter:
         guard.settle(ticket, usage, model, estimated=usage is None)
 
 
-_stream_classes: dict[str, type[Any]] = {}
-
-
-def _metered_stream(inner: Any, meter: _BodyMeter, *, asynchronous: bool) -> Any:
-    """Wrap an httpx2 byte stream so `meter` sees each chunk as the caller reads it, and the stream's end."""
-    kind = "async" if asynchronous else "sync"
-    cls = _stream_classes.get(kind)
-    if cls is None:
-        cls = _stream_classes[kind] = _make_stream_class(asynchronous)
-    return cls(inner, meter)
-
-
-def _make_stream_class(asynchronous: bool) -> type[Any]:
-    import httpx2
-
-    if asynchronous:
-
-        class AsyncMeteredStream(httpx2.AsyncByteStream):
-            def __init__(self, inner: Any, meter: _BodyMeter) -> None:
-                self._inner, self._meter = inner, meter
-
-            async def __aiter__(self) -> AsyncIterator[bytes]:
-                feed = self._meter.feed
-                async for chunk in self._inner:
-                    feed(chunk)
-                    yield chunk
-
-            async def aclose(self) -> None:
-                try:
-                    await self._inner.aclose()
-                finally:
-                    self._meter.finish()
-
-        return AsyncMeteredStream
-
-    class MeteredStream(httpx2.SyncByteStream):
-        def __init__(self, inner: Any, meter: _BodyMeter) -> None:
-            self._inner, self._meter = inner, meter
-
-        def __iter__(self) -> Iterator[bytes]:
-            feed = self._meter.feed
-            for chunk in self._inner:
-                feed(chunk)
-                yield chunk
-
-        def close(self) -> None:
-            try:
-                self._inner.close()
-            finally:
-                self._meter.finish()
-
-    return MeteredStream
-
-
 def _body_usage(content: bytes) -> tuple[Usage | None, str | None]:
     try:
         body = json.loads(content)
@@ -458,22 +377,6 @@ def _body_usage(content: bytes) -> tuple[Usage | None, str | None]:
     if not isinstance(body, dict) or not isinstance(body.get("usage"), dict):
         return None, body.get("model") if isinstance(body, dict) else None
     return usage_from_response(body["usage"]), body.get("model")
-
-
-def _reached_the_server(exc: BaseException) -> bool:
-    """Return whether an attempt failed after its whole request was sent (so the API may have billed it)."""
-    import httpx2
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:  # a chain can be a cycle (a re-raised side effect)
-        seen.add(id(current))
-        if isinstance(current, (httpx2.ReadTimeout, httpx2.ReadError, httpx2.RemoteProtocolError)):
-            return True
-        if isinstance(current, httpx2.TransportError):
-            return False  # could not connect, or could not finish sending: nothing to bill
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _parsed_usage(parsed: Any) -> tuple[Usage, str] | None:
@@ -520,7 +423,7 @@ class _Attempt:
         # Charge its worst case, estimated, rather than let retried timeouts slip past the budget.
         if self.ticket is None:
             return
-        if _reached_the_server(exc):
+        if reached_the_server(exc):
             self.guard.settle(self.ticket, None)
         else:
             self.guard.release(self.ticket)
@@ -550,7 +453,7 @@ class _Attempt:
             return None
         meter = _BodyMeter(self.guard, self.ticket)
         if not (http.is_stream_consumed or http.is_closed):
-            http.stream = _metered_stream(http.stream, meter, asynchronous=asynchronous)
+            http.stream = metered_stream(http.stream, meter, asynchronous=asynchronous)
             return None
         with contextlib.suppress(Exception):  # closed unread: nothing to read, the worst case is charged
             meter.feed(http.content)
@@ -769,4 +672,4 @@ def middleware_for(guard: CostGuard | Callable[[], CostGuard | None]) -> Any:
 
     For applications: `anthropic.Anthropic(middleware=[middleware_for(guard)])`.
     """
-    return _middleware_class()(_getter(guard))
+    return _middleware_class()(getter(guard))

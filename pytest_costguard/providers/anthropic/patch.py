@@ -1,6 +1,7 @@
 """Make every Anthropic client the process builds carry the cost guard's middleware, and undo it.
 
-Kept apart from the middleware (`middleware.py`) and free of the package's other modules: the pytest plugin
+Kept apart from the middleware (`middleware.py`) and free of the package's heavy modules (it imports only
+`providers/_common.py`, which the OpenAI patch shares): the pytest plugin
 imports this at start-up, and a suite that never builds a client never loads the middleware, the guard or the
 pricing code. The middleware module is imported when the first client is built.
 
@@ -19,15 +20,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._common import ImportHook, drop_guard, getter
+
 if TYPE_CHECKING:
     from ...metering.guard import CostGuard
 
 __all__ = ["enclosing", "install", "is_installed", "is_patched", "prepare", "restore", "uninstall"]
-
-
-def _getter(guard: CostGuard | Callable[[], CostGuard | None]) -> Callable[[], CostGuard | None]:
-    # A guard is not callable: a callable is a factory (or a getter) of one.
-    return guard if callable(guard) else (lambda: guard)
 
 
 # -- process-wide installation -------------------------------------------------------------------------------
@@ -149,7 +147,6 @@ def _unpatch_request_methods() -> None:
             cls.request = original
 
 
-
 def _is_ours(entry: Any) -> bool:
     return _shared.get(type(entry)) is entry
 
@@ -189,33 +186,13 @@ def _unpatch_constructors() -> None:
             del cls.__init__
 
 
-class _AnthropicImportHook:
+class _AnthropicImportHook(ImportHook):
     """A meta-path finder that patches `anthropic._base_client` each time it is imported."""
 
     target = "anthropic._base_client"
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != self.target:
-            return None
-        import importlib.util
-
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None:
-            return None
-        loader = spec.loader
-        original_exec = loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            original_exec(module)
-            if _hook in sys.meta_path:  # not restored in the meantime
-                _patch_base_client_module(module)
-
-        loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
+    def patch(self, module: Any) -> None:
+        _patch_base_client_module(module)
 
 
 _hook = _AnthropicImportHook()
@@ -223,24 +200,22 @@ _hook = _AnthropicImportHook()
 
 def prepare() -> None:
     """Make every Anthropic client built from now on carry the shared middleware (idle until `install`)."""
-    if _hook not in sys.meta_path:
-        sys.meta_path.insert(0, _hook)
-    module = sys.modules.get("anthropic._base_client")
+    _hook.install()
+    module = sys.modules.get(_hook.target)
     if module is not None:
         _patch_base_client_module(module)
 
 
 def restore() -> None:
     """Undo `prepare`: put the SDK's own constructors back and remove the meta-path hook."""
-    while _hook in sys.meta_path:
-        sys.meta_path.remove(_hook)
+    _hook.remove()
     _unpatch_constructors()
     _unpatch_request_methods()
 
 
 def is_patched() -> bool:
     """Return whether the SDK patch is in place (the hook, or a wrapped constructor, `request` or property)."""
-    return _hook in sys.meta_path or bool(_wrapped) or bool(_requests_wrapped) or bool(_hidden)
+    return _hook.installed or bool(_wrapped) or bool(_requests_wrapped) or bool(_hidden)
 
 
 def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
@@ -249,7 +224,7 @@ def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
     `guard` may be a factory, called on the first metered call. Installs nest (a pytest run inside a pytest
     run): `uninstall` gives metering back to the outer guard, and the last one restores the SDK.
     """
-    _guards.append((guard, _getter(guard)))
+    _guards.append((guard, getter(guard)))
     _ended.clear()
     prepare()
 
@@ -268,14 +243,7 @@ def uninstall(
 
     `ended` answers the clients built meanwhile once no guard is left (a finished run's getter, which refuses).
     """
-    if guard is None:
-        if _guards:
-            _guards.pop()
-    else:
-        for index in range(len(_guards) - 1, -1, -1):
-            if _guards[index][0] == guard:  # ==: a bound method is a new object on every access
-                del _guards[index]
-                break
+    drop_guard(_guards, guard)
     if not _guards:
         if ended is not None:
             _ended[:] = [ended]

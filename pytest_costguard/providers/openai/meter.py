@@ -18,20 +18,20 @@ import json
 import re
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ...core.pricing import Usage
 from ...domain.openai_request import Endpoint, endpoint_of
 from ...domain.records import usage_from_openai
-from ..anthropic.middleware import _metered_stream, _reached_the_server
+from .._common import BodyTap, metered_stream, reached_the_server
 from .patch import active_guard
 
 if TYPE_CHECKING:
     from ...metering.guard import CostGuard, Ticket
+    from ...replay.store import Tape
 
 __all__ = ["StreamMeter", "send", "send_async"]
 
-_SSE_STARTS = (b"event:", b"data:", b"id:", b"retry:", b":")
 _NON_REASONING = re.compile(r"^(?:gpt-4|gpt-3\.5|chatgpt-4o)")
 """Models that spend no hidden reasoning tokens: their output is all in the stream (the GPT-5 and o-series
 models reason, and bill reasoning tokens nobody receives)."""
@@ -171,33 +171,13 @@ def _delta_bytes(delta: Mapping[str, Any]) -> int:
     return size
 
 
-class _BodyMeter:
+class _BodyMeter(BodyTap):
     """Follow a successful response's body as the caller gets it; settle the attempt when it ends."""
 
-    __slots__ = ("_body", "_done", "_guard", "_kind", "_sse", "_ticket")
+    __slots__ = ()
 
     def __init__(self, guard: CostGuard, ticket: Ticket) -> None:
-        self._guard = guard
-        self._ticket = ticket
-        self._kind: str | None = None
-        self._body: list[bytes] = []
-        self._sse = StreamMeter()
-        self._done = False
-
-    def feed(self, chunk: bytes) -> None:
-        if self._kind is None:
-            self._body.append(chunk)
-            head = b"".join(self._body).lstrip()
-            if not head:
-                return
-            self._kind = "sse" if head.startswith(_SSE_STARTS) else "json"
-            if self._kind == "json":
-                return
-            chunk, self._body = b"".join(self._body), []
-        if self._kind == "sse":
-            self._sse.feed(chunk)
-        else:
-            self._body.append(chunk)
+        super().__init__(guard, ticket, StreamMeter())
 
     def finish(self) -> None:
         if self._done:
@@ -280,7 +260,7 @@ class _Attempt:
     def failed(self, exc: BaseException) -> None:
         # As for Anthropic: a read timeout after the request went out may have been billed (the SDK's retry
         # reuses its idempotency key, but a reply generated and lost is still billed once): charge it.
-        if _reached_the_server(exc):
+        if reached_the_server(exc):
             self.guard.settle(self.ticket, None)
         else:
             self.guard.release(self.ticket)
@@ -291,7 +271,7 @@ class _Attempt:
             return
         meter = _BodyMeter(self.guard, self.ticket)
         if not (response.is_stream_consumed or response.is_closed):
-            response.stream = _metered_stream(response.stream, cast(Any, meter), asynchronous=asynchronous)
+            response.stream = metered_stream(response.stream, meter, asynchronous=asynchronous)
             return
         with contextlib.suppress(Exception):  # closed unread: nothing to read, the worst case is charged
             meter.feed(response.content)
@@ -323,7 +303,7 @@ def _with_body(request: Any, body: Mapping[str, Any]) -> Any:
     return type(request)(request.method, request.url, headers=headers, content=content, extensions=request.extensions)
 
 
-def _admit(guard: CostGuard, request: Any) -> _Attempt | _Upload | None:
+def _admit(guard: CostGuard, request: Any, *, replay: bool = False) -> _Attempt | _Upload | None:
     url = str(request.url)
     endpoint = endpoint_of(request.method, url)
     if endpoint is None:
@@ -339,11 +319,12 @@ def _admit(guard: CostGuard, request: Any) -> _Attempt | _Upload | None:
     if not isinstance(body, dict):
         body = {}  # unreadable: no model, so a budget refuses it (it cannot be priced) and no budget records it
     if endpoint == "batches":
-        return _Attempt(guard, _begin_batch(guard, body, _retries(request)), request)
+        return _Attempt(guard, _begin_batch(guard, body, _retries(request), replay=replay), request)
     ticket, sent = guard.begin(
         body,
         streamed=bool(body.get("stream")),
         retries=_retries(request),
+        replay=replay,
         provider="openai",
         endpoint=endpoint,
         routable="/deployments/" not in url,  # Azure sends to the deployment the URL names, whatever the body says
@@ -353,7 +334,7 @@ def _admit(guard: CostGuard, request: Any) -> _Attempt | _Upload | None:
     return _Attempt(guard, ticket, request)
 
 
-def _begin_batch(guard: CostGuard, body: Mapping[str, Any], retries: int) -> Ticket:
+def _begin_batch(guard: CostGuard, body: Mapping[str, Any], retries: int, *, replay: bool = False) -> Ticket:
     file_id = body.get("input_file_id")
     with _uploads_lock:
         lines = _uploads.get(file_id) if isinstance(file_id, str) else None
@@ -364,17 +345,49 @@ def _begin_batch(guard: CostGuard, body: Mapping[str, Any], retries: int) -> Tic
             f"the batch's input file {file_id!r} was not uploaded through a metered client in this process, so "
             "its requests cannot be bounded: upload it in the same run, or submit the batch without a budget"
         )
-        if guard.budgeted:
+        if guard.budgeted and not replay:
             raise guard.refuse_unbounded(reason)
-        return guard.begin_batch({"requests": []}, retries=retries, provider="openai", endpoint=endpoint)
+        return guard.begin_batch({"requests": []}, retries=retries, provider="openai", endpoint=endpoint, replay=replay)
     requests = [{"custom_id": line.get("custom_id"), "params": line["body"]} for line in lines]
-    return guard.begin_batch({"requests": requests}, retries=retries, provider="openai", endpoint=endpoint)
+    return guard.begin_batch(
+        {"requests": requests}, retries=retries, provider="openai", endpoint=endpoint, replay=replay
+    )
+
+
+def _tape(guard: CostGuard) -> Tape | None:
+    """The running test's cassette (`--llm-record`), or None."""
+    tapes = guard.tapes
+    return tapes.tape_for(guard.scope.tag) if tapes is not None else None
+
+
+def _taped(
+    tape: Tape,
+    guard: CostGuard,
+    attempt: _Attempt | _Upload | None,
+    request: Any,
+    original: Callable[..., Any],
+    *,
+    asynchronous: bool,
+) -> Callable[..., Any]:
+    """What stands in for `original` when the running test records or replays (`replay.tapped`)."""
+    from .replay import tapped
+
+    if isinstance(attempt, _Attempt):
+        request, ticket = attempt.request, attempt.ticket
+    else:
+        ticket = None
+    return tapped(tape, guard, ticket, request, _body(request), original, asynchronous=asynchronous)
 
 
 def send(original: Callable[..., Any], client: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
-    """Send one attempt through `original` (the SDK's `_send_request`), metered."""
+    """Send one attempt through `original` (the SDK's `_send_request`), metered (and taped, under a cassette)."""
     guard = active_guard()
-    attempt = _admit(guard, request) if guard is not None else None
+    if guard is None:
+        return original(client, request, stream=stream, **kwargs)
+    tape = _tape(guard)
+    attempt = _admit(guard, request, replay=tape is not None and tape.replays)
+    if tape is not None:
+        original = _taped(tape, guard, attempt, request, original, asynchronous=False)
     if attempt is None:
         return original(client, request, stream=stream, **kwargs)
     if isinstance(attempt, _Upload):
@@ -391,9 +404,14 @@ def send(original: Callable[..., Any], client: Any, request: Any, *, stream: boo
 
 
 async def send_async(original: Callable[..., Any], client: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
-    """Send one attempt through `original` (the SDK's async `_send_request`), metered."""
+    """Send one attempt through `original` (the SDK's async `_send_request`), metered (and taped)."""
     guard = active_guard()
-    attempt = _admit(guard, request) if guard is not None else None
+    if guard is None:
+        return await original(client, request, stream=stream, **kwargs)
+    tape = _tape(guard)
+    attempt = _admit(guard, request, replay=tape is not None and tape.replays)
+    if tape is not None:
+        original = _taped(tape, guard, attempt, request, original, asynchronous=True)
     if attempt is None:
         return await original(client, request, stream=stream, **kwargs)
     if isinstance(attempt, _Upload):

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from .._common import ImportHook, drop_guard, getter
+
 if TYPE_CHECKING:
     from ...metering.guard import CostGuard
 
@@ -39,10 +41,6 @@ _TARGET = "openai._base_client"
 _guards: list[tuple[CostGuard | Callable[[], CostGuard], Callable[[], CostGuard | None]]] = []
 _wrapped: list[tuple[type[Any], Any]] = []
 """Each method we wrapped: (class, its original `_send_request`)."""
-
-
-def _getter(guard: CostGuard | Callable[[], CostGuard]) -> Callable[[], CostGuard | None]:
-    return guard if callable(guard) else (lambda: guard)
 
 
 _context_guard: ContextVar[CostGuard | None] = ContextVar("costguard_openai_guard", default=None)
@@ -123,31 +121,13 @@ def _unpatch() -> None:
             cls._send_request = original
 
 
-class _OpenAIImportHook:
+class _OpenAIImportHook(ImportHook):
     """A meta-path finder that patches `openai._base_client` when it is imported."""
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != _TARGET:
-            return None
-        import importlib.util
+    target = _TARGET
 
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None:
-            return None
-        loader = spec.loader
-        original_exec = loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            original_exec(module)
-            if _hook in sys.meta_path:  # not restored in the meantime
-                _patch_module(module)
-
-        loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
+    def patch(self, module: Any) -> None:
+        _patch_module(module)
 
 
 _hook = _OpenAIImportHook()
@@ -155,26 +135,25 @@ _hook = _OpenAIImportHook()
 
 def _prepare() -> None:
     module = sys.modules.get(_TARGET)
-    if _hook not in sys.meta_path:
+    if not _hook.installed:
         import importlib.util
 
         # Kept even once the SDK is imported: a harness may drop and re-import `openai`.
         if module is not None or importlib.util.find_spec("openai") is not None:  # finds it, imports nothing
-            sys.meta_path.insert(0, _hook)
+            _hook.install()
     if module is not None:
         _patch_module(module)
 
 
 def restore() -> None:
     """Put the SDK's own `_send_request` methods back and remove the import hook."""
-    while _hook in sys.meta_path:
-        sys.meta_path.remove(_hook)
+    _hook.remove()
     _unpatch()
 
 
 def is_patched() -> bool:
     """Return whether the SDK patch is in place (the hook, or a wrapped method)."""
-    return _hook in sys.meta_path or bool(_wrapped)
+    return _hook.installed or bool(_wrapped)
 
 
 def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
@@ -182,7 +161,7 @@ def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
 
     Installs nest: `uninstall` gives metering back to the outer guard, and the last one restores the SDK.
     """
-    _guards.append((guard, _getter(guard)))
+    _guards.append((guard, getter(guard)))
     try:
         _prepare()
     except RuntimeError:
@@ -192,14 +171,7 @@ def install(guard: CostGuard | Callable[[], CostGuard]) -> None:
 
 def uninstall(guard: CostGuard | Callable[[], CostGuard] | None = None) -> None:
     """Stop metering through `guard` (the innermost one by default); without guards left, `restore` the SDK."""
-    if guard is None:
-        if _guards:
-            _guards.pop()
-    else:
-        for index in range(len(_guards) - 1, -1, -1):
-            if _guards[index][0] == guard:  # ==: a bound method is a new object on every access
-                del _guards[index]
-                break
+    drop_guard(_guards, guard)
     if not _guards and not _contexts:
         restore()
 
