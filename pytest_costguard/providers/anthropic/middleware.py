@@ -408,6 +408,14 @@ def _metered_stream(inner: Any, meter: _BodyMeter, *, asynchronous: bool) -> Any
     return cls(inner, meter)
 
 
+def _inner_attribute(stream: Any, name: str) -> Any:
+    """An attribute the metered stream lacks is the wrapped stream's: what httpx2 and the SDK read from a body
+    (`response.elapsed` reads the body's `elapsed`, the SDK's `Stream` its tracing `stream_observer`) is there."""
+    if name in ("_inner", "_meter"):  # not set yet (a copy being built): no wrapped stream to ask
+        raise AttributeError(name)
+    return getattr(stream._inner, name)
+
+
 def _make_stream_class(asynchronous: bool) -> type[Any]:
     import httpx2
 
@@ -416,6 +424,9 @@ def _make_stream_class(asynchronous: bool) -> type[Any]:
         class AsyncMeteredStream(httpx2.AsyncByteStream):
             def __init__(self, inner: Any, meter: _BodyMeter) -> None:
                 self._inner, self._meter = inner, meter
+
+            def __getattr__(self, name: str) -> Any:
+                return _inner_attribute(self, name)
 
             async def __aiter__(self) -> AsyncIterator[bytes]:
                 feed = self._meter.feed
@@ -434,6 +445,9 @@ def _make_stream_class(asynchronous: bool) -> type[Any]:
     class MeteredStream(httpx2.SyncByteStream):
         def __init__(self, inner: Any, meter: _BodyMeter) -> None:
             self._inner, self._meter = inner, meter
+
+        def __getattr__(self, name: str) -> Any:
+            return _inner_attribute(self, name)
 
         def __iter__(self) -> Iterator[bytes]:
             feed = self._meter.feed
@@ -563,8 +577,10 @@ class _Attempt:
 class _Middleware:
     """Shared logic of the sync and async middleware: admission before, settlement after."""
 
-    def __init__(self, guard: Callable[[], CostGuard | None]) -> None:
+    def __init__(self, guard: Callable[[], CostGuard | None], *, sole: bool = False) -> None:
         self._guard = guard
+        self._sole = sole
+        """The client has no other middleware: without ours, the SDK would not take its middleware path at all."""
 
     def _plan(self, request: APIRequest) -> _Attempt | _Planned | None:
         """Admit a batch creation at once; plan a Messages call (its preflight comes next); else None."""
@@ -594,6 +610,10 @@ class _Middleware:
             return _Attempt(guard, ticket, request)
         if body is None:
             return unmetered  # no body: the API rejects it unbilled
+        if body.get("model") == "":
+            # No model to price nor to bill: the SDK (Vertex, Bedrock: a ValueError naming `model`) or the API (a
+            # 400) rejects it unbilled; refusing it here would replace the SDK's own error with ours.
+            return unmetered
         if kind == BATCH:
             if "requests" not in body:
                 return unmetered  # creates nothing: the API rejects it unbilled
@@ -625,6 +645,36 @@ class _Middleware:
         return guard, batch_id
 
 
+def _status_checked(request: APIRequest, *, asynchronous: bool) -> APIRequest:
+    """The request asking for the SDK's response wrapper where it asks for the bare `httpx2.Response`.
+
+    With any middleware the SDK takes its middleware path (`_base_client.SyncAPIClient._request`), where the
+    base handler's `_process_response` hands back a bare `httpx2.Response` for `cast_to=httpx2.Response` even
+    for an error status, and the SDK returns a value that is not an `APIResponse` as it is: a 5xx is not retried
+    and a 4xx not raised, as they are with no middleware (a no-op middleware does the same). Asked for
+    `APIResponse[httpx2.Response]` instead, the base handler returns the wrapper, whose status the SDK checks
+    (retry, `APIStatusError`) as it does with no middleware, and whose `parse()` gives the caller the bare
+    response. Only for the middleware a client carries alone (`sole`): with user middleware the SDK takes that
+    path without ours too, and theirs must see what it would. Not for a streamed call or one with a
+    `post_parser` (the wrapper's `parse()` would treat those otherwise than the SDK's plain path).
+    """
+    import httpx2
+    from anthropic import APIRequest, APIResponse, AsyncAPIResponse, NotGiven
+
+    if request.cast_to is not httpx2.Response or request.stream:
+        return request
+    if not isinstance(request.options.post_parser, NotGiven):
+        return request
+    wrapper = AsyncAPIResponse if asynchronous else APIResponse
+    return APIRequest(
+        options=request.options,
+        cast_to=wrapper[httpx2.Response],
+        stream=request.stream,
+        stream_cls=request.stream_cls,
+        retries_taken=request.retries_taken,
+    )
+
+
 class _Planned(NamedTuple):
     """A Messages call routed and bounded, waiting for its preflight count (when its plan asks for one)."""
 
@@ -649,6 +699,8 @@ def _make_middleware_class() -> type[Any]:
 
         def handle(self, request: APIRequest, call_next: Any) -> Any:
             __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
+            if self._sole:
+                request = _status_checked(request, asynchronous=False)
             planned = self._plan(request)
             if planned is None:
                 reader = self._results_reader(request)
@@ -679,6 +731,8 @@ def _make_middleware_class() -> type[Any]:
 
         async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
             __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
+            if self._sole:
+                request = _status_checked(request, asynchronous=True)
             planned = self._plan(request)
             if planned is None:
                 reader = self._results_reader(request)
