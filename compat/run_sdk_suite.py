@@ -186,7 +186,10 @@ def _add_name(names: set[str], node: ast.expr) -> None:
 MODES: dict[str, list[str]] = {
     "off": ["-p", "no:costguard"],
     "inactive": [],
-    "metered": ["-p", "suite_prices", f"--llm-budget={BUDGET}"],
+    # The suite sends requests to made-up endpoints (`/foo`, ...) of its mock servers: unknown to the meter, they
+    # would be refused under a budget. `/*` declares free only what the meter does not know: Messages calls and
+    # batch creations are metered all the same.
+    "metered": ["-p", "suite_prices", f"--llm-budget={BUDGET}", "--llm-free-endpoint=/*"],
 }
 
 
