@@ -1,7 +1,8 @@
 """Give every Anthropic client a middleware that does nothing, to tell the SDK's behaviour from the plugin's.
 
-Loaded with `-p no:costguard -p noop_middleware` (the compat folder on PYTHONPATH), by hand or by
-`run_sdk_suite.py --confirm-noop`: a test that differs in the metered run and differs the same way here does so
+Loaded by hand, in the unpacked suite's folder, with this folder on PYTHONPATH:
+`PYTHONPATH=<repo>/compat python -m pytest -p no:costguard -p noop_middleware tests/test_middleware.py`.
+A test that differs in the metered run and differs the same way here does so
 because the SDK behaves differently once a client has any middleware at all (`compat/known_differences.json`
 says which SDK lines), not because of what pytest-costguard's middleware does.
 """
