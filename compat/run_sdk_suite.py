@@ -15,6 +15,7 @@ mode where it differed: if its outcome also changes between runs without the plu
 flakiness and reported as such, never as the plugin's. The exit status is 1 on any unexplained difference.
 
 Usage: python compat/run_sdk_suite.py [--workdir DIR] [--workers 2] [--include-api-resources]
+       python compat/run_sdk_suite.py --ratio-only tests/test_streaming.py ... [--ratio-rounds 3]
 Everything downloaded or built goes under --workdir (default: $TMPDIR/costguard-compat), never the repository.
 """
 
@@ -186,7 +187,10 @@ def _add_name(names: set[str], node: ast.expr) -> None:
 MODES: dict[str, list[str]] = {
     "off": ["-p", "no:costguard"],
     "inactive": [],
-    "metered": ["-p", "suite_prices", f"--llm-budget={BUDGET}"],
+    # The suite sends requests to made-up endpoints (`/foo`, ...) of its mock servers: unknown to the meter, they
+    # would be refused under a budget. `/*` declares free only what the meter does not know: Messages calls and
+    # batch creations are metered all the same.
+    "metered": ["-p", "suite_prices", f"--llm-budget={BUDGET}", "--llm-free-endpoint=/*"],
 }
 
 
@@ -325,6 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also fail when metered wall time / off wall time exceeds this (default: report only)",
     )
+    parser.add_argument(
+        "--ratio-only",
+        nargs="+",
+        default=None,
+        metavar="TARGET",
+        help="only measure the metered/off wall ratio on these test files (paths in the suite): alternating "
+        "off and metered runs, --ratio-rounds of each, medians compared; outcomes are not compared",
+    )
+    parser.add_argument("--ratio-rounds", type=int, default=3, help="rounds of --ratio-only (default 3)")
     args = parser.parse_args(argv)
 
     sdk_version = args.anthropic_version or installed_version("anthropic")
@@ -340,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "models.txt").write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
     log(f"{len(names)} model names found in the suite's sources (those genai-prices lacks get a price when metered)")
 
+    if args.ratio_only:
+        return measure_ratio(python, suite, out, args.ratio_only, args.workers, args.timeout, args.ratio_rounds)
     targets = ["tests"] if args.include_api_resources else ["tests", "--ignore=tests/api_resources"]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown_modes = set(modes) - MODES.keys()
@@ -391,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {test}: {' / '.join(sorted(seen))}")
     for test, (was, now) in explained.items():
         print(f"  known difference: {test}: {was} -> {now}: {known[test]}")
-    stale = sorted(set(known) - set(explained))
+    stale = sorted(set(known) - set(explained)) if "metered" in runs else []  # only a metered run can tell
     for test in stale:
         print(f"  known_differences.json lists {test}, which no longer differs: remove it")
     failed = False
@@ -461,6 +476,30 @@ def settle_by_rerun(
             flaky[test] = seen_off[test] | seen_mode[test]
             del remaining[test]
     return remaining
+
+
+def measure_ratio(
+    python: Path, suite: Path, out: Path, targets: list[str], workers: int, timeout: float, rounds: int
+) -> int:
+    """Time `off` and `metered` runs of `targets` side by side, alternating (so both meet the same load), and
+    print each run, the medians and their ratio. Exit status 1 when a run reported no test."""
+    import statistics
+
+    walls: dict[str, list[float]] = {"off": [], "metered": []}
+    for attempt in range(1, rounds + 1):
+        for mode in ("off", "metered") if attempt % 2 else ("metered", "off"):
+            run = run_suite(python, suite, out, mode, targets, workers, timeout, f"ratio-{mode}-{attempt}")
+            if not run.outcomes:
+                log(f"ratio-{mode}-{attempt}: no test reported, see its log")
+                return 1
+            walls[mode].append(run.wall)
+            print(
+                f"  round {attempt} {mode:<8} {run.wall:6.1f} s  {counts(run.outcomes)}"
+                f"  (load {run.load[0]} -> {run.load[1]})"
+            )
+    off, metered = statistics.median(walls["off"]), statistics.median(walls["metered"])
+    print(f"  medians: off {off:.1f} s, metered {metered:.1f} s: metered / off {metered / off:.2f}x (target <= 1.2x)")
+    return 0
 
 
 def summarize_metering(report: Path) -> None:

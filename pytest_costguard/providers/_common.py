@@ -183,6 +183,13 @@ def _make_stream_class(asynchronous: bool) -> type[Any]:
                 self._done = True
                 self._ended(self._error)
 
+        def __getattr__(self, name: str) -> Any:
+            # What httpx2 and the SDKs read from a body is the wrapped stream's: `response.elapsed` reads the
+            # body's `elapsed`, the anthropic SDK's `Stream` its tracing `stream_observer`.
+            if name in ("_inner", "_feed", "_ended", "_error", "_done"):  # not set yet (a copy being built)
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
     if asynchronous:
 
         class AsyncWatchedStream(_Watched, httpx2.AsyncByteStream):

@@ -466,8 +466,10 @@ class _Attempt:
 class _Middleware:
     """Shared logic of the sync and async middleware: admission before, settlement after."""
 
-    def __init__(self, guard: Callable[[], CostGuard | None]) -> None:
+    def __init__(self, guard: Callable[[], CostGuard | None], *, sole: bool = False) -> None:
         self._guard = guard
+        self._sole = sole
+        """The client has no other middleware: without ours, the SDK would not take its middleware path at all."""
 
     def _plan(self, request: APIRequest) -> _Attempt | _Planned | _PlannedBatch | None:
         """Admit a batch creation (or plan it, when some of its requests are to be counted first); plan a Messages
@@ -498,6 +500,10 @@ class _Middleware:
             return _Attempt(guard, ticket, request)
         if body is None:
             return unmetered  # no body: the API rejects it unbilled
+        if body.get("model") == "":
+            # No model to price nor to bill: the SDK (Vertex, Bedrock: a ValueError naming `model`) or the API (a
+            # 400) rejects it unbilled; refusing it here would replace the SDK's own error with ours.
+            return unmetered
         if kind == BATCH:
             if "requests" not in body:
                 return unmetered  # creates nothing: the API rejects it unbilled
@@ -536,6 +542,36 @@ class _Middleware:
         if guard is None or batch_id is None or not guard.reads_batch(batch_id):
             return None
         return guard, batch_id
+
+
+def _status_checked(request: APIRequest, *, asynchronous: bool) -> APIRequest:
+    """The request asking for the SDK's response wrapper where it asks for the bare `httpx2.Response`.
+
+    With any middleware the SDK takes its middleware path (`_base_client.SyncAPIClient._request`), where the
+    base handler's `_process_response` hands back a bare `httpx2.Response` for `cast_to=httpx2.Response` even
+    for an error status, and the SDK returns a value that is not an `APIResponse` as it is: a 5xx is not retried
+    and a 4xx not raised, as they are with no middleware (a no-op middleware does the same). Asked for
+    `APIResponse[httpx2.Response]` instead, the base handler returns the wrapper, whose status the SDK checks
+    (retry, `APIStatusError`) as it does with no middleware, and whose `parse()` gives the caller the bare
+    response. Only for the middleware a client carries alone (`sole`): with user middleware the SDK takes that
+    path without ours too, and theirs must see what it would. Not for a streamed call or one with a
+    `post_parser` (the wrapper's `parse()` would treat those otherwise than the SDK's plain path).
+    """
+    import httpx2
+    from anthropic import APIRequest, APIResponse, AsyncAPIResponse, NotGiven
+
+    if request.cast_to is not httpx2.Response or request.stream:
+        return request
+    if not isinstance(request.options.post_parser, NotGiven):
+        return request
+    wrapper = AsyncAPIResponse if asynchronous else APIResponse
+    return APIRequest(
+        options=request.options,
+        cast_to=wrapper[httpx2.Response],
+        stream=request.stream,
+        stream_cls=request.stream_cls,
+        retries_taken=request.retries_taken,
+    )
 
 
 class _Planned(NamedTuple):
@@ -580,6 +616,8 @@ def _make_middleware_class() -> type[Any]:
 
         def handle(self, request: APIRequest, call_next: Any) -> Any:
             __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
+            if self._sole:
+                request = _status_checked(request, asynchronous=False)
             planned = self._plan(request)
             reader = self._results_reader(request)  # None but for a GET of results (free: sent unmetered)
             if planned is None:
@@ -615,6 +653,8 @@ def _make_middleware_class() -> type[Any]:
 
         async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
             __tracebackhide__ = refusal_frame  # pytest: a refusal's traceback leaves this frame out
+            if self._sole:
+                request = _status_checked(request, asynchronous=True)
             planned = self._plan(request)
             reader = self._results_reader(request)  # None but for a GET of results (free: sent unmetered)
             if planned is None:

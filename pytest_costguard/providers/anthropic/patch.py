@@ -31,7 +31,8 @@ __all__ = ["enclosing", "install", "is_installed", "is_patched", "prepare", "res
 # -- process-wide installation -------------------------------------------------------------------------------
 _guards: list[tuple[CostGuard | Callable[[], CostGuard], Callable[[], CostGuard | None]]] = []
 """Installed guards (or factories), innermost last, each with the getter the middleware calls."""
-_shared: dict[type[Any], Any] = {}
+_shared: dict[tuple[type[Any], bool], Any] = {}
+"""The shared middleware instances, by (class, whether it is a client's only middleware: `sole`)."""
 _wrapped: list[tuple[type[Any], Any, bool]] = []
 """Each constructor we wrapped: (class, its original `__init__`, whether the class defined it itself)."""
 _hidden: list[tuple[type[Any], property]] = []
@@ -49,14 +50,15 @@ def _active_guard() -> CostGuard | None:
     return _ended[0]() if _ended else None
 
 
-def _shared_middleware() -> Any:
-    """The one middleware instance every client of the current `anthropic` import carries."""
+def _shared_middleware(*, sole: bool = False) -> Any:
+    """The middleware instance every client of the current `anthropic` import carries: the `sole` one in a
+    client that has no other middleware (it makes up for the SDK's middleware path: `middleware.py`)."""
     from .middleware import _middleware_class
 
     cls = _middleware_class()
-    instance = _shared.get(cls)
+    instance = _shared.get((cls, sole))
     if instance is None:
-        instance = _shared[cls] = cls(_active_guard)
+        instance = _shared[cls, sole] = cls(_active_guard, sole=sole)
     return instance
 
 
@@ -68,11 +70,10 @@ def _patch_base_client_module(module: Any) -> None:
             continue
 
         def wrapped(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
-            shared = _shared_middleware()
             # Innermost, so it meters exactly what goes on the wire, after any user middleware: also in a client
             # derived with `with_middleware(extra)`, whose chain the SDK builds as (*ours, extra).
-            chain = tuple(entry for entry in kwargs.get("middleware") or () if entry is not shared)
-            kwargs["middleware"] = (*chain, shared)
+            chain = tuple(entry for entry in kwargs.get("middleware") or () if not _is_ours(entry))
+            kwargs["middleware"] = (*chain, _shared_middleware(sole=not chain))
             __original(self, *args, **kwargs)
 
         wrapped._costguard_patched = True  # type: ignore[attr-defined]
@@ -148,7 +149,7 @@ def _unpatch_request_methods() -> None:
 
 
 def _is_ours(entry: Any) -> bool:
-    return _shared.get(type(entry)) is entry
+    return any(instance is entry for instance in _shared.values())
 
 
 def _hide_from_middleware_property(cls: type[Any]) -> None:
