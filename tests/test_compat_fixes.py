@@ -140,7 +140,7 @@ def _traced_client(*, asynchronous: bool) -> Any:
 def test_a_metered_stream_shows_what_the_body_it_wraps_tells(guard: CostGuard) -> None:
     with _traced_client(asynchronous=False) as client:
         stream = client.messages.create(**REQUEST, stream=True)
-        assert type(stream.response.stream).__name__ == "MeteredStream"  # the meter is there, around the body
+        assert type(stream.response.stream).__name__ == "WatchedStream"  # the meter is there, around the body
         assert [event.type for event in stream][-1] == "message_stop"
         assert stream.response.elapsed == ELAPSED
         assert stream.response.stream.stream_observer is OBSERVER
@@ -156,7 +156,7 @@ def test_a_metered_async_stream_shows_what_the_body_it_wraps_tells(guard: CostGu
             assert [event.type async for event in stream][-1] == "message_stop"
             return kind, stream.response.elapsed, stream.response.stream.stream_observer
 
-    assert asyncio.run(run()) == ("AsyncMeteredStream", ELAPSED, OBSERVER)
+    assert asyncio.run(run()) == ("AsyncWatchedStream", ELAPSED, OBSERVER)
     assert len(guard.records) == 1
 
 
