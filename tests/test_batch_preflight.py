@@ -136,6 +136,23 @@ def test_without_a_budget_no_request_of_a_batch_is_counted() -> None:
     assert api.counts == [] and metering.preflight_calls == 0
 
 
+def test_an_inner_run_without_a_budget_counts_a_batch_as_the_outer_budget_requires() -> None:
+    alone = guard(None)
+    assert alone.batch_preflight({"requests": REQUESTS}) == []
+    inner = guard(None)
+    inner.parent = guard("1")
+    assert [custom_id for custom_id, _ in inner.batch_preflight({"requests": REQUESTS})] == ["img"]
+    # An outer budget the batch's local bound does not fit: every request is counted.
+    tight = guard(None)
+    tight.parent = guard(str(local(image_request()) + local(TEXT_REQUEST) - Decimal("0.000001")))
+    assert [custom_id for custom_id, _ in tight.batch_preflight({"requests": REQUESTS})] == ["img", "txt"]
+
+    api = Scripted(count=60)
+    client(api, inner).messages.batches.create(requests=REQUESTS)  # type: ignore[arg-type]
+    assert len(api.counts) == 1 and len(api.batches) == 1
+    assert inner.parent is not None and held(inner.parent) == counted(image_request(), 60) + local(TEXT_REQUEST)
+
+
 def test_a_media_heavy_batch_the_local_bound_would_refuse_is_admitted_on_its_counts() -> None:
     requests = [{"custom_id": f"r{i}", "params": image_request()} for i in range(5)]
     exact = sum((counted(image_request(), 60) for _ in requests), Decimal(0))

@@ -182,6 +182,42 @@ def test_a_ledger_that_cannot_be_read_asks_for_no_count_and_leaves_the_verdict_t
     assert not metering.plan(TEXT_REQUEST).preflight
 
 
+def nested(outer_limit: str, mode: PreflightMode = "auto") -> CostGuard:
+    """An inner run's guard without a budget of its own, inside an outer run with a budget (as the plugin nests)."""
+    inner = guard(None, mode)
+    inner.parent = guard(outer_limit)
+    return inner
+
+
+def test_an_inner_run_without_a_budget_counts_as_the_outer_budget_requires() -> None:
+    assert guard(None).plan(image_request()).preflight is False  # alone, nothing is counted
+    assert nested("1").plan(image_request()).preflight
+    assert not nested("1").plan(TEXT_REQUEST).preflight  # a text bound that fits the outer budget
+    worst, floor = local_worst(TEXT_REQUEST), counted_worst(TEXT_REQUEST, 0)
+    assert nested(str(worst - Decimal("0.000001"))).plan(TEXT_REQUEST).preflight
+    assert not nested(str(floor - Decimal("0.000001"))).plan(TEXT_REQUEST).preflight
+    assert not nested("1", "off").plan(image_request()).preflight
+    # Two levels out: the outermost budget still decides.
+    innermost = guard(None)
+    innermost.parent = nested("1")
+    assert innermost.plan(image_request()).preflight
+
+
+def test_an_inner_runs_count_lets_in_what_the_outer_budget_would_refuse_on_the_local_bound() -> None:
+    request = image_request(max_tokens=1000)
+    budget = (local_worst(request) + counted_worst(request, 60)) / 2
+    inner = nested(str(budget))
+    api = Scripted(count=60)
+    client(api, inner).messages.create(**request)
+    assert len(api.counts) == 1 and len(api.messages) == 1 and inner.preflight_calls == 1
+
+    off = nested(str(budget), "off")
+    refused = Scripted(count=60)
+    with pytest.raises(BudgetExceededError):
+        client(refused, off).messages.create(**request)
+    assert refused.seen == []
+
+
 # -- through the SDK --------------------------------------------------------------------------------------------
 
 

@@ -247,8 +247,7 @@ class CostGuard:
     def _wants_preflight(self, scope: Scope, body: Mapping[str, Any], rates: Rates, bound: Bound) -> bool:
         """Whether counting `body`'s input exactly could change its admission (never without a budget)."""
         mode = self.config.preflight
-        test_ledger = self.test_ledger(scope)
-        ledgers = [ledger for ledger in (test_ledger, self.ledger) if ledger is not None and ledger.limit is not None]
+        ledgers = self._capped_ledgers(scope)
         if mode == "off" or not ledgers:
             return False  # without a budget nothing is admitted or refused: the code under test sees no count
         if mode == "always":
@@ -354,6 +353,22 @@ class CostGuard:
         parent = self.parent
         return parent is not None and parent.budget_applies(parent.scope)
 
+    def _capped_ledgers(self, scope: Scope) -> list[Ledger]:
+        """The ledgers with a limit that a call made in `scope` is held against: the test's and the session's,
+        then each enclosing run's (as `_reserve` holds it), so an inner run without a budget of its own counts
+        its input as the outer budget requires."""
+        ledgers: list[Ledger] = []
+        guard: CostGuard | None = self
+        while guard is not None:
+            test_ledger = guard.test_ledger(scope)
+            ledgers.extend(
+                ledger for ledger in (test_ledger, guard.ledger) if ledger is not None and ledger.limit is not None
+            )
+            guard = guard.parent
+            if guard is not None:
+                scope = guard.scope
+        return ledgers
+
     def _outer_tags(self) -> tuple[str | None, ...]:
         tags: list[str | None] = []
         parent = self.parent
@@ -431,9 +446,7 @@ class CostGuard:
         local bound does not fit what is left, unless even its bound with no input at all does not fit.
         """
         mode = self.config.preflight
-        scope = self.scope
-        test_ledger = self.test_ledger(scope)
-        ledgers = [ledger for ledger in (test_ledger, self.ledger) if ledger is not None and ledger.limit is not None]
+        ledgers = self._capped_ledgers(self.scope)
         if replay or mode == "off" or not ledgers:
             return []
         rules = self.config.bound_rules
