@@ -87,9 +87,10 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'pytest_costguard' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    # Not cached in this module's globals: the module it comes from is the one in `sys.modules` now. A pytest
+    # run inside a run (pytester) drops the modules its inner session imported; a cached class would then be
+    # another than the one the re-imported guard raises, and `pytest.raises(BudgetExceededError)` would miss it.
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
 def __dir__() -> list[str]:
