@@ -256,3 +256,70 @@ def test_d_runs_an_inner_session():
     assert "test_c_innocent_with_its_own_budget" not in {c["nodeid"].split("::")[-1] for c in report["calls"]}
     assert result.parseoutcomes()["passed"] == 4  # the innocent test passed
     assert result.ret != 0  # refusals happened (children, pool, inner run): the run fails
+
+
+def test_a_child_prices_its_calls_as_the_session_does(inner: pytest.Pytester, emulator: Emulator) -> None:
+    # At the configured price (a dollar a token) one call's worst case is over the budget: the session's child
+    # refuses it. At genai-prices' price it would fit many times over, so a child that ignored the session's
+    # prices would spend.
+    inner.makeini(
+        "[pytest]\naddopts = -p no:asyncio -p no:cacheprovider\n"
+        "llm_prices =\n    claude-haiku-4-5 = input=1000000 output=1000000\n"
+    )
+    inner.makepyfile(
+        test_children="""
+import subprocess, sys
+
+def test_spawns_a_spender():
+    done = subprocess.run([sys.executable, "spender.py", "3"], capture_output=True, text=True, check=True)
+    assert int(done.stdout) == 0
+"""
+    )
+    result = inner.runpytest_subprocess("--llm-budget=1", "--llm-report=r.json")
+    assert emulator.billed == []
+    assert report_of(inner)["refused_calls"] == 1
+    assert result.ret != 0
+
+
+def test_a_childs_openai_calls_are_metered_under_the_session_budget(
+    inner: pytest.Pytester, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{emulator.base_url}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    inner.makepyfile(
+        openai_spender="""
+import sys
+
+import openai
+
+made = 0
+client = openai.OpenAI(max_retries=0)
+for i in range(int(sys.argv[1])):
+    try:
+        client.chat.completions.create(
+            model="gpt-4.1-nano", max_completion_tokens=40, messages=[{"role": "user", "content": f"hi {i}"}]
+        )
+    except Exception as exc:
+        if "budget" not in str(exc):
+            raise
+        break
+    made += 1
+print(made)
+""",
+        test_children="""
+import subprocess, sys
+
+def test_spawns_an_openai_spender():
+    done = subprocess.run([sys.executable, "openai_spender.py", "400"], capture_output=True, text=True, check=True)
+    assert 0 < int(done.stdout) < 400  # refused before its 400th call
+""",
+    )
+    budget = Decimal("0.0005")
+    result = inner.runpytest_subprocess(f"--llm-budget={budget}", "--llm-report=r.json")
+    report = report_of(inner)
+    assert report["refused_calls"] >= 1
+    calls = report["calls"]
+    assert calls and {call["provider"] for call in calls} == {"openai"}
+    assert len(calls) == len(emulator.billed)
+    assert Decimal(str(report["total_cost_usd"])) <= budget
+    assert result.ret != 0

@@ -550,6 +550,7 @@ def test_idle():
         "pytest_costguard.plugin.settings",
         "pytest_costguard.plugin.xdist",
         "pytest_costguard.providers",
+        "pytest_costguard.providers._common",
         "pytest_costguard.providers.anthropic",
         "pytest_costguard.providers.anthropic.patch",
         "pytest_costguard.providers.openai",

@@ -63,6 +63,10 @@ class CacheMinimums(Mapping[str, int]):
         ordered = tuple(sorted(table.items(), key=lambda item: (-len(item[0]), item[0])))
         object.__setattr__(self, "_longest_first", ordered)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled for the session's child processes (metering.children); a read-only view does not pickle.
+        return (CacheMinimums, (dict(self.by_prefix), self.default))
+
     def __getitem__(self, prefix: str) -> int:
         return self.by_prefix[prefix]
 

@@ -225,6 +225,10 @@ class PriceBook:
     _cache: dict[tuple[str, bool, bool, str, str], Rates] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled for the session's child processes (metering.children): the overrides, not the cache or lock.
+        return (PriceBook, (dict(self.overrides),))
+
     def rates(
         self, model: str, *, batch: bool = False, fast: bool = False, provider: str = "anthropic", tier: str = ""
     ) -> Rates:

@@ -175,6 +175,10 @@ class RoutePolicy:
         # Frozen all the way down: a policy is shared by every test of a session.
         object.__setattr__(self, "route_map", _frozen_route_map(self.route_map))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled for the session's child processes (metering.children); a read-only view does not pickle.
+        return (RoutePolicy, (self.mode, dict(self.route_map), self.config))
+
     @property
     def is_off(self) -> bool:
         """Whether every request is sent to the model it asks for (unless a test pins one)."""

@@ -21,12 +21,12 @@ import json
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .guard import CostGuard
+    from .guard import CostGuard, GuardConfig
 
 __all__ = ["ENV", "ChildSession", "child_label", "detach", "enter_test", "export", "start_in_child", "withdraw"]
 
@@ -50,6 +50,9 @@ class ChildSession:
     """The test running when the child started (its calls are charged to it)."""
     test_budget: str | None = None
     """That test's own cap, as Decimal text."""
+    config: str | None = None
+    """A pickle of the session's `GuardConfig` (its prices, routing, free endpoints, preflight, output bounds),
+    written by the session into a directory of its own; None: the session treats calls as a guard's defaults."""
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -82,9 +85,7 @@ def enter_test(tag: str | None, budget: Decimal | None) -> None:
     if not _exported:
         return
     session, previous = _exported[-1]
-    session = ChildSession(
-        session.ledger, session.budget, session.label, session.host, tag, None if budget is None else str(budget)
-    )
+    session = replace(session, test=tag, test_budget=None if budget is None else str(budget))
     _exported[-1] = (session, previous)
     os.environ[ENV] = session.to_env()
 
@@ -133,6 +134,7 @@ def start_in_child() -> None:
 
 
 def _install(session: ChildSession) -> None:
+    from ..providers import openai as openai_patch
     from ..providers.anthropic import patch
 
     detach()
@@ -145,6 +147,7 @@ def _install(session: ChildSession) -> None:
 
     _child.append(factory)
     patch.install(factory)
+    openai_patch.install(factory)  # imports no openai: hooks it where (and when) it is imported
     import atexit
 
     atexit.register(_settle_open, built)
@@ -158,10 +161,13 @@ def _settle_open(built: list[CostGuard]) -> None:
 
 def detach() -> None:
     """Stop metering through this process's child guard (an xdist worker joins the session's ledger itself)."""
+    from ..providers import openai as openai_patch
     from ..providers.anthropic import patch
 
     while _child:
-        patch.uninstall(_child.pop())
+        factory = _child.pop()
+        patch.uninstall(factory)
+        openai_patch.uninstall(factory)
 
 
 def is_child() -> bool:
@@ -183,13 +189,35 @@ def _build_child_guard(session: ChildSession) -> CostGuard:
     budget = Decimal(session.budget) if session.budget is not None else None
     tag = session.test
     ledger = SqliteLedger(session.ledger, budget, "session", create=True, worker=session.label, tag_source=lambda: tag)
-    guard = CostGuard(ledger=ledger)
+    guard = CostGuard(_session_config(session), ledger)
     test_budget = Decimal(session.test_budget) if session.test_budget is not None else None
     guard.fallback_scope = Scope(tag=tag, budget=test_budget)
     if test_budget is not None and tag is not None:
         # This child's share of its test's budget: the whole of it (the session reads the test's total back).
         guard.test_ledgers[tag] = InMemoryLedger(limit=test_budget, scope=f"test {tag}")
     return guard
+
+
+def _session_config(session: ChildSession) -> GuardConfig | None:
+    """The session's `GuardConfig`, as it pickled it for its children (None: the defaults)."""
+    if session.config is None:
+        return None
+    import pickle
+
+    from .guard import GuardConfig
+    from .sqlite_ledger import LedgerError
+
+    try:
+        with open(session.config, "rb") as source:
+            config = pickle.load(source)  # written by the session that started this process, in its own directory
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise LedgerError(
+            f"pytest-costguard: this process could not read its session's settings ({session.config}: {exc}), "
+            "so a call here could not be priced as the session prices it: it was not sent"
+        ) from None
+    if not isinstance(config, GuardConfig):
+        raise LedgerError(f"pytest-costguard: {session.config} does not hold a session's settings")
+    return config
 
 
 def describe_child(env: dict[str, Any] | None = None) -> ChildSession | None:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from ..core.pricing import PriceBook
     from ..metering.children import ChildSession
-    from ..metering.guard import CostGuard
+    from ..metering.guard import CostGuard, GuardConfig
     from ..metering.run import CostRun
     from ..reports.baseline import BaselineComparison
 
@@ -271,6 +271,18 @@ class CostguardSession:
             worker = "controller"
         budget = self.settings.budget
         session = ChildSession(path, None if budget is None else str(budget), child_label(worker), socket.gethostname())
+        if self._configured():
+            # Children treat calls as the session does: its prices (`llm_prices`, the prices hook), routing,
+            # free endpoints, preflight and output bounds, pickled into a file of this session's own.
+            import pickle
+            from dataclasses import replace
+
+            if self._scratch is None:
+                self._scratch = tempfile.mkdtemp(prefix="pytest-costguard-")
+            config_path = os.path.join(self._scratch, "guard-config.pickle")
+            with open(config_path, "wb") as out:
+                pickle.dump(self._guard_config(), out)
+            session = replace(session, config=config_path)
         export(session)
         return session
 
@@ -285,14 +297,13 @@ class CostguardSession:
             )
         return self.run.guard
 
-    def _build_guard(self) -> CostGuard:
+    def _guard_config(self) -> GuardConfig:
+        """How the session's guard (and its child processes' guards) treat calls, from the settings."""
         from dataclasses import replace
 
         from ..core.budget import with_openai_max_output
         from ..core.routing import RoutePolicy
-        from ..metering.guard import CostGuard, GuardConfig
-        from ..metering.ledgers import LedgerChoiceError, open_session_ledger
-        from .xdist import ledger_request
+        from ..metering.guard import GuardConfig
 
         settings = self.settings
         config = GuardConfig(
@@ -304,6 +315,27 @@ class CostguardSession:
         )
         if settings.openai_max_output:
             config = replace(config, bound_rules=with_openai_max_output(config.bound_rules, settings.openai_max_output))
+        return config
+
+    def _configured(self) -> bool:
+        """Whether the settings change how calls are treated (else a guard's defaults are the session's)."""
+        settings = self.settings
+        return bool(
+            settings.route is not None
+            or settings.cache != "off"
+            or self._prices is not None
+            or settings.free_endpoints
+            or settings.preflight != "auto"
+            or settings.openai_max_output
+        )
+
+    def _build_guard(self) -> CostGuard:
+        from ..metering.guard import CostGuard
+        from ..metering.ledgers import LedgerChoiceError, open_session_ledger
+        from .xdist import ledger_request
+
+        settings = self.settings
+        config = self._guard_config()
         children = self._children
         try:
             request = ledger_request(self.config, settings, None if children is None else children.ledger)
