@@ -375,6 +375,12 @@ class _BodyMeter:
         else:
             self._body.append(chunk)
 
+    def decided(self) -> Callable[[bytes], None] | None:
+        """What takes the following chunks once the body's kind is known (`feed` without its dispatch), or None."""
+        if self._kind is None:
+            return None
+        return self._sse.feed if self._kind == "sse" else self._body.append
+
     def finish(self, parsed: tuple[Usage, str] | None = None) -> None:
         """Settle from what the body said (`parsed`: the SDK's own parse of a whole Message, when there is one)."""
         if self._done:
@@ -418,10 +424,19 @@ def _make_stream_class(asynchronous: bool) -> type[Any]:
                 self._inner, self._meter = inner, meter
 
             async def __aiter__(self) -> AsyncIterator[bytes]:
-                feed = self._meter.feed
-                async for chunk in self._inner:
-                    feed(chunk)
+                meter = self._meter
+                chunks = aiter(self._inner)
+                feed = None
+                async for chunk in chunks:
+                    meter.feed(chunk)
                     yield chunk
+                    if (feed := meter.decided()) is not None:
+                        break
+                if feed is not None:
+                    # The kind is known (as a rule from the first chunk): the rest skip `feed`'s dispatch.
+                    async for chunk in chunks:
+                        feed(chunk)
+                        yield chunk
 
             async def aclose(self) -> None:
                 try:
@@ -436,10 +451,19 @@ def _make_stream_class(asynchronous: bool) -> type[Any]:
             self._inner, self._meter = inner, meter
 
         def __iter__(self) -> Iterator[bytes]:
-            feed = self._meter.feed
-            for chunk in self._inner:
-                feed(chunk)
+            meter = self._meter
+            chunks = iter(self._inner)
+            feed = None
+            for chunk in chunks:
+                meter.feed(chunk)
                 yield chunk
+                if (feed := meter.decided()) is not None:
+                    break
+            if feed is not None:
+                # The kind is known (as a rule from the first chunk): the rest skip `feed`'s dispatch.
+                for chunk in chunks:
+                    feed(chunk)
+                    yield chunk
 
         def close(self) -> None:
             try:
