@@ -341,6 +341,11 @@ class SqliteLedger:
         """Runs the writes: one cursor reused rather than a new one per statement."""
         self._commits = 0
         self._checkpointer: _Checkpointer | None = None
+        self._left: tuple[sqlite3.Connection, int, Decimal] | None = None
+        """What `remaining` last read (the limit less spent and held, not clamped at zero), kept as this
+        process's own writes move it: the connection, its `PRAGMA data_version` then, and the amount."""
+        self._moved: Decimal | None = None
+        """Set by a write that knows how it changed what is left; any other write forgets `_left`."""
         stored = self._meta(self._conn).get("limit_usd", "")
         stored_limit = _money(stored) if stored else None
         if stored_limit != limit:
@@ -465,6 +470,7 @@ class SqliteLedger:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+            self._left = None
 
     def _lock_for_writing(self, target: sqlite3.Connection | sqlite3.Cursor) -> None:
         """Take SQLite's write lock (BEGIN IMMEDIATE), waiting for it up to `timeout`."""
@@ -509,6 +515,7 @@ class SqliteLedger:
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """This process's lock and a write transaction on its connection, for the block."""
         with self._lock:
+            left, self._left, self._moved = self._left, None, None
             cursor = self._begin()
             try:
                 yield cursor
@@ -516,6 +523,8 @@ class SqliteLedger:
             except BaseException:
                 _rollback(cursor.connection)
                 raise
+            if left is not None and self._moved is not None and left[0] is self._conn:
+                self._left = (left[0], left[1], _EXACT.add(left[2], self._moved))
             self._commits += 1
             if self._commits % _CHECKPOINT_EVERY == 1:
                 self._checkpoint_soon()
@@ -567,13 +576,16 @@ class SqliteLedger:
         refusal: BudgetExceededError | None = None
         reservation_id: int | None = None
         with self._overflow_as_error(f"cannot hold ${amount}"), self._write() as cursor:
+            moved: Decimal | None = -amount
             if self._limit_pico is not None:
                 spent, held = cursor.execute(_READ_BALANCE).fetchone()
                 if spent + held + pico > self._limit_pico:
+                    moved = None  # what dead processes held may have been charged: `remaining` reads again
                     refusal = self._refuse_unless_reclaimed(cursor.connection, amount, pico, tag)
             if refusal is None:
                 cursor.execute(_RESERVE, (str(amount), pico, self._pid, self._host, self.worker, tag))
                 reservation_id = cursor.lastrowid
+                self._moved = moved
         if refusal is not None:
             raise refusal  # after the commit: the refusal is recorded
         assert reservation_id is not None
@@ -614,11 +626,15 @@ class SqliteLedger:
                     cursor.execute(_INSERT_RECORD, (reservation.id, self._pid, self.worker, 0, *values, pico))
                 else:
                     self._insert_record(cursor.connection, values, cost, reservation.id, self._pid, self.worker)
+                self._moved = _EXACT.subtract(reservation.amount, cost)
+            else:
+                self._moved = Decimal(0)
 
     def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call was not billed."""
         with self._write() as cursor:
-            cursor.execute(_DELETE_RESERVATION, (reservation.id,))
+            released = cursor.execute(_DELETE_RESERVATION, (reservation.id,)).rowcount
+            self._moved = reservation.amount if released else Decimal(0)
 
     # -- Message Batches read in another process -------------------------------------------------------------
     def settle_held(self, reservation: Reservation, record: CostRecord) -> bool:
@@ -679,8 +695,18 @@ class SqliteLedger:
         """Budget not spent nor held, or None without a limit."""
         if self.limit is None:
             return None
+        with self._lock:
+            conn = self._connection()
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            known = self._left
+            if known is not None and known[0] is conn and known[1] == version:
+                # Nothing was committed since the last read but this process's own writes, each of which moved
+                # the figure by what it changed: the same amount a read would find, without a transaction.
+                return max(known[2], Decimal(0))
         with self._read() as conn:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
             left = _EXACT.subtract(_EXACT.subtract(self.limit, _spent(conn)), _held(conn))
+            self._left = (conn, version, left)
         return max(left, Decimal(0))
 
     # -- crashes and reports ---------------------------------------------------------------------------------
