@@ -8,6 +8,7 @@ that handle a response.
 from __future__ import annotations
 
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -51,7 +52,7 @@ def drop_guard(guards: list[tuple[Any, Callable[[], CostGuard | None]]], guard: 
             return
 
 
-class ImportHook:
+class ImportHook(ABC):
     """A meta-path finder that calls `patch` on the module `target` each time it is imported (while installed).
 
     A provider subclasses it to name its target and its patch; `install` / `remove` come in pairs.
@@ -60,9 +61,9 @@ class ImportHook:
     target = ""
     """The module to patch (the SDK's base client module)."""
 
+    @abstractmethod
     def patch(self, module: Any) -> None:
         """Patch the freshly executed module."""
-        raise NotImplementedError
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         if fullname != self.target:
