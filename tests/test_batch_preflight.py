@@ -16,6 +16,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+import test_preflight as preflight
 from test_preflight import MODEL, TEXT_REQUEST, _pdf, guard, image_request, png
 
 from pytest_costguard import BudgetExceededError, PriceBook
@@ -38,30 +39,15 @@ BATCH = {
 }
 
 
-class Scripted:
-    """Answers `count_tokens` with `count` (a number, a status, or an exception), a batch creation with `BATCH`."""
+class Scripted(preflight.Scripted):
+    """test_preflight's scripted API, answering a batch creation with `BATCH`."""
 
     def __init__(self, count: int | httpx2.Response | Exception = 60) -> None:
-        self.count = count
-        self.seen: list[httpx2.Request] = []
-
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        self.seen.append(request)
-        if request.url.path.endswith("/count_tokens"):
-            if isinstance(self.count, Exception):
-                raise self.count
-            if isinstance(self.count, httpx2.Response):
-                return self.count
-            return httpx2.Response(200, json={"input_tokens": self.count})
-        return httpx2.Response(200, json=BATCH)
-
-    @property
-    def counts(self) -> list[httpx2.Request]:
-        return [r for r in self.seen if r.url.path.endswith("/count_tokens")]
+        super().__init__(count, reply=BATCH)
 
     @property
     def batches(self) -> list[httpx2.Request]:
-        return [r for r in self.seen if not r.url.path.endswith("/count_tokens")]
+        return self.messages
 
 
 _CLIENTS: list[Any] = []

@@ -56,10 +56,11 @@ MESSAGE = {
 
 class Scripted:
     """A transport that answers `count_tokens` with `count` (a number, a status, or an exception) and the rest
-    with `MESSAGE`, keeping every request it saw."""
+    with `reply` (default `MESSAGE`), keeping every request it saw."""
 
-    def __init__(self, count: int | httpx2.Response | Exception = 60) -> None:
+    def __init__(self, count: int | httpx2.Response | Exception = 60, reply: dict[str, Any] | None = None) -> None:
         self.count = count
+        self.reply = MESSAGE if reply is None else reply
         self.seen: list[httpx2.Request] = []
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
@@ -70,7 +71,7 @@ class Scripted:
             if isinstance(self.count, httpx2.Response):
                 return self.count
             return httpx2.Response(200, json={"input_tokens": self.count})
-        return httpx2.Response(200, json=MESSAGE)
+        return httpx2.Response(200, json=self.reply)
 
     @property
     def counts(self) -> list[httpx2.Request]:
