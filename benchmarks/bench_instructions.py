@@ -10,6 +10,8 @@ too, as simulated first-level data misses).
   as in `bench_overhead.py`; the difference divided by 200 is the count per call, start-up excluded. Bare client
   (pytest_costguard never imported), a client with a do-nothing SDK middleware, and a client metered by
   `install(CostGuard(...))` under a budget.
+* `instructions.stream_call`: the same for `messages.create(stream=True)` over `bench_stream.py`'s 21-event
+  stream, each read to its end (10 and 60 calls, difference / 50): bare, a do-nothing middleware, metered.
 * `instructions.idle`: the 300-test idle suite of `bench_idle.py`, `pytest` against `pytest -p no:costguard`,
   bytecode caches warm.
 
@@ -39,18 +41,37 @@ SMALL, LARGE = 50, 250
 
 
 def child(mode: str, calls: int) -> None:
-    """Make `calls` SDK calls in this process (after a warm-up), bare, through a no-op middleware, or metered."""
+    """Make `calls` SDK calls in this process (after a warm-up), bare, through a no-op middleware, or metered.
+
+    A mode ending in `_stream` makes streamed calls (`bench_stream.py`'s client and loop) instead.
+    """
     import anthropic
-    from bench_overhead import call_block, make_client
+
+    if mode.endswith("_stream"):
+        from bench_stream import create_block
+        from bench_stream import make_client as make_stream_client
+
+        mode = mode.removesuffix("_stream")
+
+        def make_client(middleware: list[object] | None = None) -> object:
+            return make_stream_client(middleware=middleware)
+
+        def call_block(client: object, calls: int) -> object:
+            return create_block(client, calls)
+
+    else:
+        from bench_overhead import call_block, make_client  # type: ignore[assignment]
 
     if mode == "metered":
         from pytest_costguard.metering.guard import CostGuard, GuardConfig
         from pytest_costguard.metering.ledger import InMemoryLedger
         from pytest_costguard.providers import anthropic as provider
+        from pytest_costguard.providers.anthropic.patch import middleware_chain
 
         provider.install(CostGuard(GuardConfig(), InMemoryLedger(limit=Decimal(1000))))
         client = make_client()
-        assert client.middleware, "the metered client carries no middleware"
+        # `client.middleware` leaves the shared middleware out (user code reads and extends it): ask the chain.
+        assert middleware_chain(client), "the metered client carries no middleware"
     elif mode == "noop":
 
         class DoNothing(anthropic.Middleware):
@@ -103,6 +124,26 @@ def per_call(pool: ThreadPoolExecutor) -> None:
     )
 
 
+def stream_call(pool: ThreadPoolExecutor) -> None:
+    env = pytest_env({"PYTHONHASHSEED": "0"})
+    modes = ("bare", "noop", "metered")
+    small, large = 10, 60
+    jobs = {
+        (mode, n): pool.submit(
+            count, [sys.executable, str(Path(__file__)), "--child", f"{mode}_stream", str(n)], env=env
+        )
+        for mode in modes
+        for n in (small, large)
+    }
+    per = {mode: (jobs[mode, large].result() - jobs[mode, small].result()) / (large - small) for mode in modes}
+    figure(
+        "instructions.stream_call",
+        f"create(stream=True), 21 SSE events: metered {per['metered']:,.0f} vs bare {per['bare']:,.0f} "
+        f"instructions/call: ratio {per['metered'] / per['bare']:.3f}; do-nothing SDK middleware "
+        f"{per['noop'] / per['bare']:.3f} (cachegrind, ({large} - {small} calls) / {large - small})",
+    )
+
+
 def idle(pool: ThreadPoolExecutor) -> None:
     from bench_idle import TESTS, suite
 
@@ -114,8 +155,10 @@ def idle(pool: ThreadPoolExecutor) -> None:
         variants = {"with": base, "without": [*base, "-p", "no:costguard"]}
         for args in variants.values():
             run_pytest(args, root, env=env)  # fill the bytecode caches first
-        jobs = {name: pool.submit(count, [sys.executable, "-m", "pytest", *args], cwd=root, env=env)
-                for name, args in variants.items()}
+        jobs = {
+            name: pool.submit(count, [sys.executable, "-m", "pytest", *args], cwd=root, env=env)
+            for name, args in variants.items()
+        }
         with_plugin, without = jobs["with"].result(), jobs["without"].result()
     figure(
         "instructions.idle",
@@ -133,11 +176,12 @@ def main() -> int:
         return 0
     why = "quick mode" if args.quick else None if shutil.which("valgrind") else "valgrind not found on PATH"
     if why is not None:
-        for key in ("instructions.per_call", "instructions.idle"):
+        for key in ("instructions.per_call", "instructions.stream_call", "instructions.idle"):
             figure(key, f"not measured ({why}); no ratio")
         return 0
     with ThreadPoolExecutor(max_workers=2) as pool:
         per_call(pool)
+        stream_call(pool)
         idle(pool)
     return 0
 

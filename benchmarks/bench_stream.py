@@ -74,12 +74,12 @@ def sse_events() -> list[bytes]:
 EVENTS = sse_events()
 
 
-def make_client(bare: bool = False) -> Any:
+def make_client(bare: bool = False, middleware: list[Any] | None = None) -> Any:
     """An SDK client whose transport streams `EVENTS`, one chunk per event, in memory.
 
     `bare`: a client the plugin never meters. Once a guard is installed, clients built before it are metered
     too (through their `request`), so the baseline keeps the SDK's own `request`, taken before the plugin is
-    imported.
+    imported. `middleware`: the client's own (`bench_instructions.py` passes a do-nothing one).
     """
     import anthropic
     import httpx2
@@ -94,8 +94,8 @@ def make_client(bare: bool = False) -> Any:
         class Bare(anthropic.Anthropic):
             request = SyncAPIClient.request  # the SDK's own: read before pytest_costguard wraps it
 
-        return Bare(api_key="bench", http_client=http, max_retries=0)
-    return anthropic.Anthropic(api_key="bench", http_client=http, max_retries=0)
+        return Bare(api_key="bench", http_client=http, max_retries=0, middleware=middleware)
+    return anthropic.Anthropic(api_key="bench", http_client=http, max_retries=0, middleware=middleware)
 
 
 def create_block(client: Any, calls: int) -> Callable[[], float]:
