@@ -3,8 +3,9 @@
 Loaded with `-p suite_prices` (the script puts this folder on PYTHONPATH) in the metered run only. It
 implements the plugin's documented price hook, `pytest_costguard_prices`, rather than `llm_prices` lines: the
 suite uses names such as `we:ird/model?x=1#frag ment` that an ini line cannot hold. The names come from the
-file named by COSTGUARD_COMPAT_MODELS (one per line, written by the script from the suite's sources); those
-genai-prices already prices keep their real price.
+file named by COSTGUARD_COMPAT_MODELS (one per line): the script writes there the names of the suite's sources
+that genai-prices does not price, once per check (those it prices keep their real price), so that no pytest
+process of the run pays for the look-up.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from pytest_costguard import PriceOverride
-from pytest_costguard.core.pricing import default_price_book
 
 # A flat, Sonnet-like price: the budget ($1000) is far above anything the mocked suite can reach.
 _PRICE = PriceOverride(input=Decimal(3), output=Decimal(15))
@@ -29,6 +29,4 @@ def pytest_costguard_prices(config: pytest.Config) -> Mapping[str, PriceOverride
     listing = os.environ.get("COSTGUARD_COMPAT_MODELS")
     if not listing:
         return {}
-    book = default_price_book()
-    names = [line for line in Path(listing).read_text(encoding="utf-8").splitlines() if line]
-    return {name: _PRICE for name in names if not book.knows(name)}
+    return {name: _PRICE for name in Path(listing).read_text(encoding="utf-8").splitlines() if name}
