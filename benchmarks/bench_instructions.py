@@ -48,17 +48,10 @@ def child(mode: str, calls: int) -> None:
     import anthropic
 
     if mode.endswith("_stream"):
-        from bench_stream import create_block
-        from bench_stream import make_client as make_stream_client
+        from bench_stream import create_block as call_block
+        from bench_stream import make_client
 
         mode = mode.removesuffix("_stream")
-
-        def make_client(middleware: list[object] | None = None) -> object:
-            return make_stream_client(middleware=middleware)
-
-        def call_block(client: object, calls: int) -> object:
-            return create_block(client, calls)
-
     else:
         from bench_overhead import call_block, make_client  # type: ignore[assignment]
 
@@ -78,7 +71,7 @@ def child(mode: str, calls: int) -> None:
             def handle(self, request: object, call_next: object) -> object:
                 return call_next(request)  # type: ignore[operator]
 
-        client = make_client([DoNothing()])
+        client = make_client(middleware=[DoNothing()])
     else:
         client = make_client()
     call_block(client, 20)()  # first-call work (price lookup, SDK caches) is start-up, not per call
@@ -107,15 +100,20 @@ def count(command: list[str], *, cwd: Path | None = None, env: dict[str, str] | 
     return int(found.group(1).replace(",", ""))
 
 
-def per_call(pool: ThreadPoolExecutor) -> None:
+def counts_per_call(pool: ThreadPoolExecutor, suffix: str, small: int, large: int) -> dict[str, float]:
+    """Instructions per call of each child mode (`bare`, `noop`, `metered`, plus `suffix`): (large - small) runs."""
     env = pytest_env({"PYTHONHASHSEED": "0"})
     modes = ("bare", "noop", "metered")
     jobs = {
-        (mode, n): pool.submit(count, [sys.executable, str(Path(__file__)), "--child", mode, str(n)], env=env)
+        (mode, n): pool.submit(count, [sys.executable, str(Path(__file__)), "--child", mode + suffix, str(n)], env=env)
         for mode in modes
-        for n in (SMALL, LARGE)
+        for n in (small, large)
     }
-    per = {mode: (jobs[mode, LARGE].result() - jobs[mode, SMALL].result()) / (LARGE - SMALL) for mode in modes}
+    return {mode: (jobs[mode, large].result() - jobs[mode, small].result()) / (large - small) for mode in modes}
+
+
+def per_call(pool: ThreadPoolExecutor) -> None:
+    per = counts_per_call(pool, "", SMALL, LARGE)
     figure(
         "instructions.per_call",
         f"metered {per['metered']:,.0f} vs bare {per['bare']:,.0f} instructions/call: "
@@ -125,17 +123,8 @@ def per_call(pool: ThreadPoolExecutor) -> None:
 
 
 def stream_call(pool: ThreadPoolExecutor) -> None:
-    env = pytest_env({"PYTHONHASHSEED": "0"})
-    modes = ("bare", "noop", "metered")
     small, large = 10, 60
-    jobs = {
-        (mode, n): pool.submit(
-            count, [sys.executable, str(Path(__file__)), "--child", f"{mode}_stream", str(n)], env=env
-        )
-        for mode in modes
-        for n in (small, large)
-    }
-    per = {mode: (jobs[mode, large].result() - jobs[mode, small].result()) / (large - small) for mode in modes}
+    per = counts_per_call(pool, "_stream", small, large)
     figure(
         "instructions.stream_call",
         f"create(stream=True), 21 SSE events: metered {per['metered']:,.0f} vs bare {per['bare']:,.0f} "
