@@ -38,8 +38,6 @@ from .settings import Settings, SettingsError, describe, resolve_settings
 from .xdist import is_xdist_controller
 
 if TYPE_CHECKING:
-    from decimal import Decimal
-
     from _pytest.nodes import Node
 
     from ..core.pricing import PriceBook
@@ -174,10 +172,6 @@ def _what_asks(item: pytest.Item, marks: LlmMarks) -> str | None:
     return f"fixture {min(used)} in {item.nodeid}" if used else None
 
 
-def _no_children(tag: str | None, budget: Decimal | None) -> None:
-    """What naming the running test to child processes does before metering is on: nothing."""
-
-
 def session_of(config: pytest.Config) -> CostguardSession:
     """The costguard session of a pytest run."""
     return config.stash[_SESSION_KEY]
@@ -217,8 +211,6 @@ class CostguardSession:
         self._enclosing: Callable[[], CostGuard | None] | None = None
         """The guard of the run this one runs inside (`pytest.main` in a test), or None."""
         self._children: ChildSession | None = None
-        self._enter_test: Callable[[str | None, Decimal | None], None] = _no_children
-        """`metering.children.enter_test` once metering is on (imported then: an inert run never loads it)."""
         self._scratch: str | None = None
         self._finished = False
         """Set once the report is written: later calls are refused, never sent unmetered."""
@@ -253,7 +245,6 @@ class CostguardSession:
         patch.install(self._guard)
         threads.install()
         self._children = self._export_children()
-        self._enter_test = children.enter_test
         openai_patch.install(self._guard)  # imports no openai: hooks it where (and when) it is imported
 
     def _export_children(self) -> ChildSession | None:
@@ -453,7 +444,9 @@ class CostguardSession:
             # The processes this test starts charge it. Not reset after the test: nothing runs between two tests'
             # protocols, so the next test's (or, after the last, `pytest_runtestloop`'s) sets it; each costs a
             # JSON encoding and an environment write.
-            self._enter_test(item.nodeid, marks.budget)
+            from ..metering.children import enter_test
+
+            enter_test(item.nodeid, marks.budget)
         try:
             with running(self, scope):
                 return (yield)
@@ -467,7 +460,9 @@ class CostguardSession:
             return (yield)
         finally:
             if self._children is not None:
-                self._enter_test(None, None)  # after the tests, children charge the session
+                from ..metering.children import enter_test
+
+                enter_test(None, None)  # after the tests, children charge the session
 
     def _share_tapes(self) -> None:
         """Hand the replay recorder to a guard built before any test recorded or replayed."""
@@ -508,16 +503,15 @@ class CostguardSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # First, so the terminal, JUnit XML, --lf, -x and xdist all see the verdict.
-        nodeid, when = report.nodeid, report.when
-        if when in ("call", "teardown") and report.passed and self.run.started:
-            marks = self.marks.get(nodeid)
-            verdict = self._budget_verdict(nodeid, when, bool(marks and marks.expect_refusal))
-            if verdict is None and when == "call":
-                verdict = self.replay.verdict(nodeid)
+        if report.when in ("call", "teardown") and report.passed and self.run.started:
+            marks = self.marks.get(report.nodeid)
+            verdict = self._budget_verdict(report.nodeid, report.when, bool(marks and marks.expect_refusal))
+            if verdict is None and report.when == "call":
+                verdict = self.replay.verdict(report.nodeid)
             if verdict is not None:
                 report.outcome = "failed"
                 report.longrepr = "pytest-costguard: " + verdict
-        self.run.record_outcome(nodeid, when, report.outcome, xfail=hasattr(report, "wasxfail"))
+        self.run.record_outcome(report.nodeid, report.when, report.outcome, xfail=hasattr(report, "wasxfail"))
 
     def _budget_verdict(self, nodeid: str, when: str, expect_refusal: bool) -> str | None:
         """Why a test that passed broke its own budget, once per test; None when it kept to it."""
