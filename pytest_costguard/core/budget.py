@@ -69,6 +69,9 @@ TOOL_PROMPT_ALLOWANCE = 1_000
 DEFAULT_WEB_SEARCH_USES = 10
 WEB_SEARCH_RESULT_ALLOWANCE = 50_000
 _BILLED = ("system", "messages", "tools")
+_BILLED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+"""How the billed parts are measured: compact, unescaped JSON (`json.dumps` with these options builds this same
+encoder on every call)."""
 _MTOK = Decimal(1_000_000)
 # `/Type /Page` objects, not `/Type /Pages` (the page tree's nodes), and `/Count N` of the page tree.
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
@@ -485,7 +488,7 @@ def _tool_tokens(tools: Any, rules: BoundRules, window: int, tally: _Tally) -> t
 def _scan(request: Mapping[str, Any], rules: BoundRules, model: str | None) -> Bound:
     """Return the input-token bound of `request` and what it holds (breakpoints, 1h TTLs, web searches)."""
     billed = {key: request[key] for key in _BILLED if key in request}
-    text = json.dumps(billed, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = _BILLED_JSON.encode(billed)
     size = len(text) if text.isascii() else len(text.encode("utf-8"))
     tools = request.get("tools")
     top = request.get("cache_control")
@@ -559,7 +562,18 @@ def bound_request(
         # US-only inference costs 1.1x on recent models (`pricing.US_ONLY_MULTIPLIER`); the bound takes it on
         # every model and on search fees too, the dear side of what settlement charges.
         cost *= US_ONLY_MULTIPLIER
-    return replace(scan, cost=cost, output_tokens=tokens_out)
+    # Built whole rather than with `dataclasses.replace` (a field-by-field copy in Python, on every call).
+    return Bound(
+        tokens_in,
+        scan.breakpoints,
+        scan.ttl_1h,
+        scan.web_searches,
+        scan.notes,
+        cost=cost,
+        loose=scan.loose,
+        fetched_tokens=scan.fetched_tokens,
+        output_tokens=tokens_out,
+    )
 
 
 def worst_case_from_rates(request: Mapping[str, Any], rates: Rates, rules: BoundRules = DEFAULT_RULES) -> Decimal:
@@ -645,7 +659,7 @@ def bound_openai_request(
     window = openai_rules.lookup(openai_rules.context_windows, model, openai_rules.default_context_window) or 0
     keys = BILLED_KEYS.get(endpoint, ())
     billed = {key: request[key] for key in keys if key in request}
-    text = json.dumps(billed, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = _BILLED_JSON.encode(billed)
     size = len(text) if text.isascii() else len(text.encode("utf-8"))
     tally = _Tally()
     fees = Decimal(0)

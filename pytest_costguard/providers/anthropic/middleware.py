@@ -19,7 +19,6 @@ any time). This module is imported only when the first client is built, so an id
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -439,10 +438,9 @@ class _Attempt:
         if self.ticket is None:
             return None
         http = getattr(response, "http_response", response)  # `cast_to=httpx2.Response` gives the bare response
-        if not hasattr(http, "is_success"):
-            self.guard.release(self.ticket)  # a value an inner middleware made: nothing reached the API
-            return None
-        if not http.is_success:
+        # No `is_success` at all: a value an inner middleware made, nothing reached the API. (Read once: it is a
+        # property, which `hasattr` would compute too.)
+        if not getattr(http, "is_success", False):
             self.guard.release(self.ticket)
             return None
         if self.ticket.batch:
@@ -455,8 +453,10 @@ class _Attempt:
         if not (http.is_stream_consumed or http.is_closed):
             http.stream = metered_stream(http.stream, meter, asynchronous=asynchronous)
             return None
-        with contextlib.suppress(Exception):  # closed unread: nothing to read, the worst case is charged
+        try:  # noqa: SIM105 (`contextlib.suppress` is three Python calls more, on every call)
             meter.feed(http.content)
+        except Exception:
+            pass  # closed unread: nothing to read, the worst case is charged
         if self.ticket.streamed:
             meter.finish()
             return None
@@ -558,10 +558,11 @@ def _status_checked(request: APIRequest, *, asynchronous: bool) -> APIRequest:
     `post_parser` (the wrapper's `parse()` would treat those otherwise than the SDK's plain path).
     """
     import httpx2
-    from anthropic import APIRequest, APIResponse, AsyncAPIResponse, NotGiven
 
     if request.cast_to is not httpx2.Response or request.stream:
-        return request
+        return request  # most calls: decided before the from-import below (importlib's Python `_handle_fromlist`)
+    from anthropic import APIRequest, APIResponse, AsyncAPIResponse, NotGiven
+
     if not isinstance(request.options.post_parser, NotGiven):
         return request
     wrapper = AsyncAPIResponse if asynchronous else APIResponse
@@ -697,13 +698,15 @@ _middleware_classes: dict[type[Any], type[Any]] = {}
 
 
 def _middleware_class() -> type[Any]:
-    from anthropic import Middleware
+    # `import anthropic`, not `from anthropic import Middleware`: a from-import of a package runs importlib's
+    # `_handle_fromlist` (Python code) every time, and this runs on every call of every client.
+    import anthropic
 
     # Keyed by the SDK's base class: a test harness may drop and re-import `anthropic`, and the SDK only
     # accepts middleware that is an instance of its current `Middleware`.
-    cls = _middleware_classes.get(Middleware)
+    cls = _middleware_classes.get(anthropic.Middleware)
     if cls is None:
-        cls = _middleware_classes[Middleware] = _make_middleware_class()
+        cls = _middleware_classes[anthropic.Middleware] = _make_middleware_class()
     return cls
 
 

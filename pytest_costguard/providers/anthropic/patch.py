@@ -98,11 +98,15 @@ def _metered_copy(client: Any) -> Any:
     """
     if not _guards:
         return None
-    shared = _shared_middleware()
-    ours = type(shared)
-    if any(isinstance(entry, ours) for entry in middleware_chain(client)):
-        return None  # metered already: by the shared middleware, or by the app's own `middleware_for(guard)`
-    return client.with_options(middleware=[*client.middleware, shared])
+    from .middleware import _middleware_class
+
+    # Runs on every call of every client (most carry the shared middleware already): the shared instance is
+    # looked up only when a copy is made.
+    ours = _middleware_class()
+    for entry in middleware_chain(client):
+        if isinstance(entry, ours):
+            return None  # metered already: by the shared middleware, or by the app's own `middleware_for(guard)`
+    return client.with_options(middleware=[*client.middleware, _shared_middleware()])
 
 
 def middleware_chain(client: Any) -> tuple[Any, ...]:
