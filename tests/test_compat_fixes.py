@@ -160,6 +160,35 @@ def test_a_metered_async_stream_shows_what_the_body_it_wraps_tells(guard: CostGu
     assert len(guard.records) == 1
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_metered_stream_has_no_observer_where_its_body_has_none(guard: CostGuard, asynchronous: bool) -> None:
+    """Untraced, `hasattr(response.stream, "stream_observer")` stays False, as without the meter, and `elapsed`
+    is still the body's."""
+
+    async def read_async() -> tuple[str, bool, object]:
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(_stream_handler)) as http:
+            import anthropic
+
+            client = anthropic.AsyncAnthropic(api_key="sk-ant-test", http_client=http)
+            stream = await client.messages.create(**REQUEST, stream=True)
+            assert [event.type async for event in stream][-1] == "message_stop"
+            body = stream.response.stream
+            return type(body).__name__, hasattr(body, "stream_observer"), stream.response.elapsed
+
+    def read() -> tuple[str, bool, object]:
+        with _client(_stream_handler) as client:
+            stream = client.messages.create(**REQUEST, stream=True)
+            assert [event.type for event in stream][-1] == "message_stop"
+            body = stream.response.stream
+            return type(body).__name__, hasattr(body, "stream_observer"), stream.response.elapsed
+
+    name, observed, elapsed = asyncio.run(read_async()) if asynchronous else read()
+    assert name == ("AsyncWatchedStream" if asynchronous else "WatchedStream")  # the meter is there
+    assert not observed
+    assert isinstance(elapsed, datetime.timedelta)  # httpx2's own body's, read through the meter's wrapper
+    assert len(guard.records) == 1 and guard.records[0].output_tokens == 5
+
+
 # -- tests/lib/test_vertex.py::test_empty_model_is_rejected -------------------------------------------------------
 @pytest.mark.parametrize("stream", [False, True], ids=["rawPredict", "streamRawPredict"])
 def test_an_empty_model_keeps_the_sdks_own_validation_error(guard: CostGuard, stream: bool) -> None:

@@ -145,7 +145,8 @@ class BodyTap:
             self._body.append(chunk)
 
 
-_stream_classes: dict[bool, type[Any]] = {}
+_stream_classes: dict[tuple[bool, bool], type[Any]] = {}
+"""The wrapper classes, by (asynchronous, whether the wrapped body has a `stream_observer`)."""
 
 
 def watched_stream(
@@ -157,9 +158,10 @@ def watched_stream(
 ) -> Any:
     """Wrap an httpx2 byte stream: `feed` sees each chunk as the caller reads it; `ended` is told once, when the
     stream is closed, with the transport error that broke it off (None when none did)."""
-    cls = _stream_classes.get(asynchronous)
+    key = (asynchronous, hasattr(inner, "stream_observer"))
+    cls = _stream_classes.get(key)
     if cls is None:
-        cls = _stream_classes[asynchronous] = _make_stream_class(asynchronous)
+        cls = _stream_classes[key] = _make_stream_class(*key)
     return cls(inner, feed, ended)
 
 
@@ -168,7 +170,17 @@ def metered_stream(inner: Any, meter: _Meter, *, asynchronous: bool) -> Any:
     return watched_stream(inner, meter.feed, lambda _error: meter.finish(), asynchronous=asynchronous)
 
 
-def _make_stream_class(asynchronous: bool) -> type[Any]:
+def _make_stream_class(asynchronous: bool, observed: bool) -> type[Any]:
+    """The wrapper class: `observed`, it shows the wrapped body's `stream_observer` too.
+
+    A wrapper shows what httpx2 and the SDKs read from a body, as the wrapped body's, the way the anthropic
+    SDK's own tracing wrapper (`_tracing.SpanEndingStream`) does: `elapsed` (`httpx2.Response.elapsed` reads it
+    from `response.stream`) and, only around a body that has one, the tracing `stream_observer`, which the SDK's
+    `Stream` looks for on every event (`Stream._observer`). So `hasattr(response.stream, "stream_observer")` is
+    what it is without the meter. No `__getattr__`: with one, every lookup of an attribute the wrapper lacks
+    builds and formats an AttributeError twice (the wrapper's, then the body's) and runs a Python frame, and the
+    SDK's lookup of an absent observer, once per event, was 5% of a streamed call's instructions.
+    """
     import httpx2
 
     class _Watched:
@@ -184,16 +196,22 @@ def _make_stream_class(asynchronous: bool) -> type[Any]:
                 self._done = True
                 self._ended(self._error)
 
-        def __getattr__(self, name: str) -> Any:
-            # What httpx2 and the SDKs read from a body is the wrapped stream's: `response.elapsed` reads the
-            # body's `elapsed`, the anthropic SDK's `Stream` its tracing `stream_observer`.
-            if name in ("_inner", "_feed", "_ended", "_error", "_done"):  # not set yet (a copy being built)
-                raise AttributeError(name)
-            return getattr(self._inner, name)
+        @property
+        def elapsed(self) -> Any:
+            """The wrapped body's `elapsed` (an AttributeError when it has none, as the body's own lookup)."""
+            return self._inner.elapsed
+
+    class _Observed(_Watched):
+        @property
+        def stream_observer(self) -> Any:
+            """The wrapped body's tracing observer (the anthropic SDK's `Stream` tells it each event)."""
+            return self._inner.stream_observer
+
+    base = _Observed if observed else _Watched  # mypy takes no computed base class: hence the ignores below
 
     if asynchronous:
 
-        class AsyncWatchedStream(_Watched, httpx2.AsyncByteStream):
+        class AsyncWatchedStream(base, httpx2.AsyncByteStream):  # type: ignore[valid-type,misc]
             async def __aiter__(self) -> AsyncIterator[bytes]:
                 feed = self._feed
                 try:
@@ -212,7 +230,7 @@ def _make_stream_class(asynchronous: bool) -> type[Any]:
 
         return AsyncWatchedStream
 
-    class WatchedStream(_Watched, httpx2.SyncByteStream):
+    class WatchedStream(base, httpx2.SyncByteStream):  # type: ignore[valid-type,misc]
         def __iter__(self) -> Iterator[bytes]:
             feed = self._feed
             try:
