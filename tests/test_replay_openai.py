@@ -124,13 +124,15 @@ UNSET = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_I
 def _record(where: Path, suite: str, passed: int, *args: str, **env: str) -> None:
     """Write the suite into `where` and run it there in a subprocess, once, recording its cassettes.
 
-    The environment is the one pytester gives its inner runs (HOME in the directory, PYTEST_ADDOPTS replaced), so
-    the recording is the one a `runpytest_subprocess` in that directory would have made.
+    The environment is the one the tests' pytester gives its inner runs (HOME in the directory, PYTEST_ADDOPTS
+    replaced, Hypothesis' plugin left out as tests/conftest.py does), so the recording is the one a
+    `runpytest_subprocess` in that directory would have made.
     """
     (where / "conftest.py").write_text(CONFTEST)
     (where / "test_app.py").write_text(suite)
     child_env = {k: v for k, v in os.environ.items() if k not in UNSET}
-    child_env.update(PYTEST_ADDOPTS=ADDOPTS, HOME=str(where), USERPROFILE=str(where), PY_COLORS="0", **env)
+    child_env.update(PYTEST_ADDOPTS=f"{ADDOPTS} -p no:hypothesispytest", HOME=str(where), USERPROFILE=str(where))
+    child_env.update(PY_COLORS="0", **env)
     run = subprocess.run(
         [sys.executable, "-m", "pytest", f"--basetemp={where.with_name(where.name + '-basetemp')}", *args],
         cwd=where,
@@ -152,7 +154,7 @@ def _copy_recording(recording: Path, pytester: pytest.Pytester) -> None:
 
 @pytest.fixture
 def oa(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("PYTEST_ADDOPTS", ADDOPTS)
+    monkeypatch.setenv("PYTEST_ADDOPTS", ADDOPTS, prepend=" ")
     for name in UNSET:
         monkeypatch.delenv(name, raising=False)
     pytester.makeconftest(CONFTEST)
@@ -368,8 +370,10 @@ def session_recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
 
 
 @pytest.fixture
-def session_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, session_recording: Path) -> pytest.Pytester:
-    monkeypatch.setenv("PYTEST_ADDOPTS", ADDOPTS)
+def session_suite(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, session_recording: Path
+) -> pytest.Pytester:
+    monkeypatch.setenv("PYTEST_ADDOPTS", ADDOPTS, prepend=" ")
     for name in UNSET:
         monkeypatch.delenv(name, raising=False)
     _copy_recording(session_recording, pytester)
