@@ -63,6 +63,9 @@ class Run:
     wall: float
     exit_code: int
     load: tuple[str, str]
+    cpu: float | None = None
+    """User + system CPU seconds of the run's processes (pytest and its xdist workers): what the load of other
+    jobs on the machine changes far less than the wall time."""
 
 
 def log(message: str) -> None:
@@ -234,7 +237,7 @@ def run_suite(
     if reuse and xml.is_file() and meta.is_file():
         saved = json.loads(meta.read_text())
         log(f"{tag}: reusing the run of {saved['finished']} ({saved['wall']:.0f} s)")
-        return Run(tag, read_junit(xml, suite), saved["wall"], saved["exit"], tuple(saved["load"]))
+        return Run(tag, read_junit(xml, suite), saved["wall"], saved["exit"], tuple(saved["load"]), saved.get("cpu"))
     xml.unlink(missing_ok=True)
     meta.unlink(missing_ok=True)
     cmd = [
@@ -259,6 +262,7 @@ def run_suite(
     logfile = out / f"{tag}.log"
     log(f"{tag}: {' '.join(cmd[1:])} {' '.join(targets) if len(targets) < 6 else f'<{len(targets)} targets>'}")
     before = load_average()
+    cpu_before = children_cpu()
     start = time.monotonic()
     with logfile.open("w") as sink:
         proc = subprocess.Popen(
@@ -271,14 +275,29 @@ def run_suite(
             os.killpg(proc.pid, signal.SIGKILL)
             code = proc.wait()
     wall = time.monotonic() - start
+    cpu_after = children_cpu()
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     outcomes = read_junit(xml, suite) if xml.is_file() else {}
     tail = logfile.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-    log(f"{tag}: exit {code}, {wall:.0f} s, {len(outcomes)} tests; {tail[0]}")
+    spent = "" if cpu is None else f" ({cpu:.0f} s CPU)"
+    log(f"{tag}: exit {code}, {wall:.0f} s{spent}, {len(outcomes)} tests; {tail[0]}")
     load = (before, load_average())
     if outcomes:
         finished = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        meta.write_text(json.dumps({"wall": wall, "exit": code, "load": load, "finished": finished}) + "\n")
-    return Run(tag, outcomes, wall, code, load)
+        saved = {"wall": wall, "cpu": cpu, "exit": code, "load": load, "finished": finished}
+        meta.write_text(json.dumps(saved) + "\n")
+    return Run(tag, outcomes, wall, code, load, cpu)
+
+
+def children_cpu() -> float | None:
+    """User + system CPU seconds of this script's finished child processes so far, theirs included (each pytest
+    run waits for its xdist workers, and the script for the run), or None where `resource` does not exist."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def node_id(classname: str, name: str, root: Path) -> str:
@@ -426,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio = runs["metered"].wall / reference.wall
         within = "within" if ratio <= 1.2 else "ABOVE"
         print(f"  metered / off wall time: {ratio:.2f}x ({within} the 1.2x target)")
+        metered_cpu, off_cpu = runs["metered"].cpu, reference.cpu
+        if metered_cpu is not None and off_cpu:
+            print(f"  metered / off CPU time: {metered_cpu / off_cpu:.2f}x")
         if "inactive" in runs:
             print(f"  inactive / off wall time: {runs['inactive'].wall / reference.wall:.2f}x")
         summarize_metering(out / "metered-costguard.json")
@@ -458,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": {
             m: {
                 "wall_s": round(r.wall, 1),
+                "cpu_s": None if r.cpu is None else round(r.cpu, 1),
                 "exit": r.exit_code,
                 "counts": dict(Counter(r.outcomes.values())),
                 "load": r.load,
@@ -550,6 +573,7 @@ def measure_ratio(
     import statistics
 
     walls: dict[str, list[float]] = {"off": [], "metered": []}
+    cpus: dict[str, list[float]] = {"off": [], "metered": []}
     for attempt in range(1, rounds + 1):
         for mode in ("off", "metered") if attempt % 2 else ("metered", "off"):
             run = run_suite(python, suite, out, mode, targets, workers, timeout, f"ratio-{mode}-{attempt}")
@@ -557,12 +581,21 @@ def measure_ratio(
                 log(f"ratio-{mode}-{attempt}: no test reported, see its log")
                 return 1
             walls[mode].append(run.wall)
+            if run.cpu is not None:
+                cpus[mode].append(run.cpu)
+            spent = "" if run.cpu is None else f" ({run.cpu:.1f} s CPU)"
             print(
-                f"  round {attempt} {mode:<8} {run.wall:6.1f} s  {counts(run.outcomes)}"
+                f"  round {attempt} {mode:<8} {run.wall:6.1f} s{spent}  {counts(run.outcomes)}"
                 f"  (load {run.load[0]} -> {run.load[1]})"
             )
     off, metered = statistics.median(walls["off"]), statistics.median(walls["metered"])
     print(f"  medians: off {off:.1f} s, metered {metered:.1f} s: metered / off {metered / off:.2f}x (target <= 1.2x)")
+    if cpus["off"] and cpus["metered"]:
+        off_cpu, metered_cpu = statistics.median(cpus["off"]), statistics.median(cpus["metered"])
+        print(
+            f"  CPU medians: off {off_cpu:.1f} s, metered {metered_cpu:.1f} s: metered / off "
+            f"{metered_cpu / off_cpu:.2f}x (what the machine's other jobs change least)"
+        )
     return 0
 
 

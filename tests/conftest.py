@@ -12,11 +12,22 @@ FAKEAPI_SOURCE = (Path(__file__).parent / "fakeapi.py").read_text(encoding="utf-
 
 
 @pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytest's pytester, whose inner runs leave out Hypothesis' plugin (no inner suite uses Hypothesis).
+
+    Its terminal summary imports all of Hypothesis, about 1 s of CPU in every inner run in a subprocess (as
+    much as the rest of an idle run's start-up). A fixture that sets more inner options adds them with
+    `monkeypatch.setenv("PYTEST_ADDOPTS", ..., prepend=" ")`, keeping this one.
+    """
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
+    return pytester
+
+
+@pytest.fixture
 def fake_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A pytester whose inner suite can `from fakeapi import FakeAPI`."""
-    # Inner suites need no async plugin (pytest-asyncio warns about its unset loop scope in them), nor
-    # hypothesis, whose plugin is a quarter of each inner run's start-up.
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:hypothesispytest")
+    # Inner suites need no async plugin (pytest-asyncio warns about its unset loop scope in them).
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio", prepend=" ")
     pytester.makepyfile(fakeapi=FAKEAPI_SOURCE)
     pytester.syspathinsert()
     return pytester

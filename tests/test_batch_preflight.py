@@ -22,7 +22,7 @@ from test_preflight import MODEL, TEXT_REQUEST, _pdf, guard, image_request, png
 from pytest_costguard import BudgetExceededError, PriceBook
 from pytest_costguard.core.budget import bound_request
 from pytest_costguard.emulator import Emulator
-from pytest_costguard.metering.guard import CostGuard
+from pytest_costguard.metering.guard import LOOSE_MARGIN, CostGuard
 from pytest_costguard.providers.anthropic.middleware import middleware_for
 
 BATCH = {
@@ -87,8 +87,16 @@ def held(metering: CostGuard) -> Decimal:
     return metering.ledger.reserved
 
 
+def tight(requests: list[dict[str, Any]]) -> str:
+    """A budget the batch's local bound fits twice, not `LOOSE_MARGIN` times: `auto` counts its loose requests."""
+    return str(sum((local(r["params"]) for r in requests), Decimal(0)) * 2)
+
+
+BUDGET = tight(REQUESTS)
+
+
 def test_auto_counts_only_the_loose_requests_of_a_batch_at_the_messages_count_endpoint() -> None:
-    metering = guard("1")
+    metering = guard(BUDGET)
     api = Scripted(count=60)
     client(api, metering).messages.batches.create(requests=REQUESTS)  # type: ignore[arg-type]
 
@@ -102,6 +110,17 @@ def test_auto_counts_only_the_loose_requests_of_a_batch_at_the_messages_count_en
     assert held(metering) == counted(image_request(), 60) + local(TEXT_REQUEST)
     assert held(metering) < local(image_request()) + local(TEXT_REQUEST)
     assert (metering.preflight_calls, metering.preflight_failed) == (1, 0)
+
+
+def test_auto_counts_nothing_in_a_batch_whose_loose_bound_fits_its_margin_over() -> None:
+    worst = sum((local(r["params"]) for r in REQUESTS), Decimal(0))
+    assert guard(str(worst * LOOSE_MARGIN)).batch_preflight({"requests": REQUESTS}) == []
+    below = guard(str(worst * LOOSE_MARGIN - Decimal("0.000001")))
+    assert [custom_id for custom_id, _ in below.batch_preflight({"requests": REQUESTS})] == ["img"]
+    metering, api = guard("1"), Scripted(count=60)
+    client(api, metering).messages.batches.create(requests=REQUESTS)  # type: ignore[arg-type]
+    assert api.counts == [] and len(api.batches) == 1
+    assert held(metering) == worst
 
 
 def test_always_counts_every_request_and_off_none() -> None:
@@ -126,7 +145,7 @@ def test_an_inner_run_without_a_budget_counts_a_batch_as_the_outer_budget_requir
     alone = guard(None)
     assert alone.batch_preflight({"requests": REQUESTS}) == []
     inner = guard(None)
-    inner.parent = guard("1")
+    inner.parent = guard(BUDGET)
     assert [custom_id for custom_id, _ in inner.batch_preflight({"requests": REQUESTS})] == ["img"]
     # An outer budget the batch's local bound does not fit: every request is counted.
     tight = guard(None)
@@ -178,7 +197,7 @@ def test_a_text_batch_that_does_not_fit_its_byte_bound_is_counted_whole() -> Non
     ids=["429", "no-connection"],
 )
 def test_a_failed_count_leaves_that_request_at_its_local_bound_and_is_named_in_a_refusal(failure: Any) -> None:
-    metering, api = guard("1"), Scripted(count=failure)
+    metering, api = guard(BUDGET), Scripted(count=failure)
     client(api, metering, max_retries=2).messages.batches.create(requests=REQUESTS)  # type: ignore[arg-type]
     assert len(api.counts) == 1  # never retried
     assert held(metering) == local(image_request()) + local(TEXT_REQUEST)
@@ -193,7 +212,7 @@ def test_a_failed_count_leaves_that_request_at_its_local_bound_and_is_named_in_a
 
 
 def test_the_async_client_counts_a_batch_too() -> None:
-    metering, api = guard("1"), Scripted(count=60)
+    metering, api = guard(BUDGET), Scripted(count=60)
 
     async def main() -> None:
         async with anthropic.AsyncAnthropic(
@@ -209,7 +228,7 @@ def test_the_async_client_counts_a_batch_too() -> None:
 
 
 def test_a_beta_batch_is_counted_at_the_beta_count_endpoint() -> None:
-    metering, api = guard("1"), Scripted(count=60)
+    metering, api = guard(BUDGET), Scripted(count=60)
     client(api, metering).beta.messages.batches.create(requests=REQUESTS)  # type: ignore[arg-type]
     [count] = api.counts
     [sent] = api.batches
@@ -248,7 +267,7 @@ def test_on_the_emulator_each_counted_request_bills_its_count_and_the_batch_sett
         }
         for name, content in contents.items()
     ]
-    metering = guard("5")
+    metering = guard(tight(requests))
     with anthropic.Anthropic(base_url=emulator.base_url, api_key="k", middleware=[middleware_for(metering)]) as sdk:
         batch = sdk.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         exact = {

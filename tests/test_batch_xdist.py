@@ -178,7 +178,7 @@ def test_under_xdist_a_batch_read_on_another_worker_is_settled_at_its_real_cost_
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
 ) -> None:
     emulator.reset()
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio", prepend=" ")
     monkeypatch.setenv("EMULATOR_URL", emulator.base_url)
     monkeypatch.setenv("BATCH_HANDOFF", str(pytester.path / "handoff.json"))
     monkeypatch.setenv("BATCH_PARAMS", json.dumps(PARAMS))

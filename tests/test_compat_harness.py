@@ -61,3 +61,17 @@ def test_a_rerun_that_did_not_report_the_test_is_no_evidence(harness: ModuleType
     assert harness.classify(["passed", "missing", "passed"], ["failed", "failed", "failed"]) == "differs"
     # The full run's own `missing` (the test vanished with the plugin) is a difference like any other.
     assert harness.classify(["passed", "passed"], ["missing", "missing"]) == "differs"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the resource module is POSIX only")
+def test_the_cpu_a_run_used_is_its_processes_and_their_childrens(harness: ModuleType) -> None:
+    import subprocess
+
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    before = harness.children_cpu()
+    # A child that burns 0.3 s itself and waits for a grandchild that burns 0.3 s more, as pytest does its workers.
+    subprocess.run(
+        [sys.executable, "-c", f"import subprocess, sys\n{burn}subprocess.run([sys.executable, '-c', {burn!r}])"]
+    )
+    used = harness.children_cpu() - before
+    assert 0.6 <= used < 5

@@ -22,7 +22,7 @@ PRICES = PriceBook()
 
 @pytest.fixture
 def oa(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:respx")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:respx", prepend=" ")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     pytester.makepyfile(openaiapi=OPENAIAPI_SOURCE)
     # respx patches `httpx`; the SDK is on httpx2: alias it before anything imports httpx, as our root conftest does.

@@ -23,7 +23,7 @@ from test_bound import emulator_request
 from pytest_costguard import BudgetExceededError, CostGuard, GuardConfig, InMemoryLedger, PriceBook
 from pytest_costguard.core.budget import bound_request
 from pytest_costguard.emulator import Emulator
-from pytest_costguard.metering.guard import PreflightMode
+from pytest_costguard.metering.guard import LOOSE_MARGIN, PreflightMode
 from pytest_costguard.providers.anthropic.middleware import middleware_for
 
 MODEL = "claude-haiku-4-5"
@@ -104,6 +104,14 @@ def counted_worst(request: dict[str, Any], tokens: int) -> Decimal:
     return bound_request(request, PriceBook().rates(MODEL), counted=tokens).cost
 
 
+def tight(request: dict[str, Any]) -> str:
+    """A budget `request`'s local bound fits twice, not `LOOSE_MARGIN` times: `auto` counts a loose bound in it."""
+    return str(local_worst(request) * 2)
+
+
+IMAGE_BUDGET = tight(image_request())
+
+
 # -- the bound ------------------------------------------------------------------------------------------------
 
 
@@ -146,9 +154,25 @@ def test_plain_text_is_not_loose_and_media_tools_and_documents_are() -> None:
 
 
 def test_auto_counts_media_and_tools_but_not_plain_text_that_fits() -> None:
-    metering = guard("1")
+    metering = guard(IMAGE_BUDGET)
     assert metering.plan(image_request()).preflight
     assert not metering.plan(TEXT_REQUEST).preflight
+    tool = {"name": "lookup", "input_schema": {"type": "object"}}
+    with_tools = {**TEXT_REQUEST, "tools": [tool]}
+    assert guard(tight(with_tools)).plan(with_tools).preflight
+
+
+def test_auto_does_not_count_a_loose_bound_that_fits_its_margin_over() -> None:
+    request = image_request()
+    worst = local_worst(request)
+    assert not guard(str(worst * LOOSE_MARGIN)).plan(request).preflight  # the code under test sees no count
+    assert guard(str(worst * LOOSE_MARGIN - Decimal("0.000001"))).plan(request).preflight
+    api = Scripted()
+    client(api, guard("1")).messages.create(**request)
+    assert api.counts == [] and len(api.messages) == 1
+    # The smallest budget on the way out decides: an outer run with little left still asks for the count.
+    assert nested(str(worst * 2)).plan(request).preflight
+    assert not nested("1").plan(request).preflight
 
 
 def test_auto_counts_plain_text_whose_byte_bound_does_not_fit_what_is_left() -> None:
@@ -192,7 +216,7 @@ def nested(outer_limit: str, mode: PreflightMode = "auto") -> CostGuard:
 
 def test_an_inner_run_without_a_budget_counts_as_the_outer_budget_requires() -> None:
     assert guard(None).plan(image_request()).preflight is False  # alone, nothing is counted
-    assert nested("1").plan(image_request()).preflight
+    assert nested(IMAGE_BUDGET).plan(image_request()).preflight
     assert not nested("1").plan(TEXT_REQUEST).preflight  # a text bound that fits the outer budget
     worst, floor = local_worst(TEXT_REQUEST), counted_worst(TEXT_REQUEST, 0)
     assert nested(str(worst - Decimal("0.000001"))).plan(TEXT_REQUEST).preflight
@@ -200,7 +224,7 @@ def test_an_inner_run_without_a_budget_counts_as_the_outer_budget_requires() -> 
     assert not nested("1", "off").plan(image_request()).preflight
     # Two levels out: the outermost budget still decides.
     innermost = guard(None)
-    innermost.parent = nested("1")
+    innermost.parent = nested(IMAGE_BUDGET)
     assert innermost.plan(image_request()).preflight
 
 
@@ -223,7 +247,7 @@ def test_an_inner_runs_count_lets_in_what_the_outer_budget_would_refuse_on_the_l
 
 
 def test_the_count_goes_through_the_callers_client_with_its_url_headers_and_auth() -> None:
-    metering = guard("1")
+    metering = guard(IMAGE_BUDGET)
     api = Scripted(count=60)
     sdk = client(api, metering, default_headers={"x-team": "costguard"})
     message = sdk.messages.create(**image_request(stop_sequences=["END"]))
@@ -243,7 +267,7 @@ def test_the_count_goes_through_the_callers_client_with_its_url_headers_and_auth
 
 
 def test_a_beta_call_is_counted_with_its_beta_headers_and_query() -> None:
-    metering = guard("1")
+    metering = guard(IMAGE_BUDGET)
     api = Scripted()
     client(api, metering).beta.messages.create(
         **image_request(), betas=["files-api-2025-04-14"], extra_query={"beta": "true"}
@@ -267,7 +291,7 @@ def test_a_beta_call_is_counted_with_its_beta_headers_and_query() -> None:
     ids=["429", "500", "no-count", "not-json", "no-connection"],
 )
 def test_a_failed_count_falls_back_to_the_local_bound_and_is_never_retried(failure: Any) -> None:
-    metering = guard("1")
+    metering = guard(IMAGE_BUDGET)
     api = Scripted(count=failure)
     sdk = client(api, metering, max_retries=2)
     assert sdk.messages.create(**image_request()).content[0].text == "ok"  # type: ignore[union-attr]
@@ -313,7 +337,7 @@ def test_a_failed_count_is_named_in_the_refusal() -> None:
 
 
 def test_the_async_client_counts_too() -> None:
-    metering = guard("1")
+    metering = guard(IMAGE_BUDGET)
     api = Scripted(count=60)
 
     async def main() -> Any:
@@ -330,7 +354,7 @@ def test_the_async_client_counts_too() -> None:
 
 
 def test_a_stream_is_counted_and_still_streams_to_the_caller() -> None:
-    metering = guard("1")
+    metering = guard(IMAGE_BUDGET)
     api = Scripted(count=60)
 
     def stream_handler(request: httpx2.Request) -> httpx2.Response:
@@ -365,7 +389,7 @@ def test_a_stream_is_counted_and_still_streams_to_the_caller() -> None:
 def test_a_respx_mock_of_only_the_messages_route_still_works_and_sees_one_call() -> None:
     import respx
 
-    metering = guard("1")
+    metering = guard(IMAGE_BUDGET)
     with respx.mock(base_url="https://api.anthropic.com", assert_all_called=True) as mock:
         route = mock.post("/v1/messages").mock(return_value=httpx2.Response(200, json=MESSAGE))
         sdk = anthropic.Anthropic(api_key="k", middleware=[middleware_for(metering)], max_retries=0)
@@ -406,12 +430,12 @@ def test_on_the_emulator_the_counted_input_is_the_billed_input_and_the_count_is_
     emulator: Emulator, content: list[dict[str, Any]]
 ) -> None:
     emulator.reset()
-    metering = guard("5")
     request = {
         "model": MODEL,
         "max_tokens": 50,
         "messages": [{"role": "user", "content": [*content, {"type": "text", "text": "summarise"}]}],
     }
+    metering = guard(tight(request))
     with anthropic.Anthropic(base_url=emulator.base_url, api_key="k", middleware=[middleware_for(metering)]) as sdk:
         message = sdk.messages.create(**request)
         exact = sdk.messages.count_tokens(model=MODEL, messages=request["messages"]).input_tokens
@@ -439,7 +463,8 @@ def test_tools():
 
 def _run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest("--llm-budget=1", "--llm-report=r.json", *args)
+    # $0.005: the tool call's local bound ($0.0013) fits, but not LOOSE_MARGIN times, so `auto` counts it.
+    result = pytester.runpytest("--llm-budget=0.005", "--llm-report=r.json", *args)
     return result, json.loads((pytester.path / "r.json").read_text())
 
 

@@ -418,3 +418,23 @@ def test_recording_and_replaying_under_xdist(suite: pytest.Pytester, monkeypatch
     report = _report(suite, "rep.json")
     assert report["total_cost_usd"] == 0 and report["replayed_calls"] == len(recorded["calls"])
     assert report["savings"]["replay_usd"] == recorded["total_cost_usd"]
+
+
+def test_only_a_run_that_records_or_replays_watches_its_fixtures_set_up(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hook sends a shared fixture's calls to the session cassette; without a recorder it would only cost
+    # every fixture of every test a wrapper.
+    pytester.makepyfile(
+        test_watch="""
+import os
+
+def test_watch(request):
+    watched = request.config.pluginmanager.has_plugin("costguard-replay-fixtures")
+    assert watched == bool(os.environ.get("WATCHED"))
+"""
+    )
+    monkeypatch.delenv("WATCHED", raising=False)
+    pytester.runpytest("-p", "no:asyncio", "--llm-budget=1").assert_outcomes(passed=1)
+    monkeypatch.setenv("WATCHED", "1")
+    pytester.runpytest("-p", "no:asyncio", "--llm-record=once").assert_outcomes(passed=1)

@@ -5,12 +5,19 @@ port nothing listens on (`OFFLINE=1`, no emulator started): a call that reached 
 connect, so a passing replay proves every call was answered from the cassettes. The report's figures are
 compared with the recording run's; the cassettes are read back from disk.
 
-Inner runs are subprocesses (see tests/test_openai.py for why).
+Inner runs are subprocesses (see tests/test_openai.py for why). Each suite is recorded once per module, into a
+directory of its own, and each test replays a copy of that recording in its own pytester directory: a test that
+changes its cassettes or its ini changes only its copy.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,6 +25,7 @@ import pytest
 
 from pytest_costguard.cli import main as costguard
 from pytest_costguard.domain.money import format_usd
+from pytest_costguard.metering.children import ENV
 from pytest_costguard.replay import find_secrets
 
 KEY = "sk-proj-" + "Rk7pX2vQ" * 6 + "_AbCdEfGh"
@@ -107,12 +115,49 @@ def test_async(base_url):
 """
 
 
+ADDOPTS = "-p no:asyncio -p no:respx"
+CONFTEST = "import httpx2\n\nhttpx2.alias_httpx()\n"
+UNSET = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "PROMPT", "OFFLINE", "EXTRA", ENV)
+"""Variables an inner run must not inherit from the outer one (ENV: the outer session, when it is metered)."""
+
+
+def _record(where: Path, suite: str, passed: int, *args: str, **env: str) -> None:
+    """Write the suite into `where` and run it there in a subprocess, once, recording its cassettes.
+
+    The environment is the one the tests' pytester gives its inner runs (HOME in the directory, PYTEST_ADDOPTS
+    replaced, Hypothesis' plugin left out as tests/conftest.py does), so the recording is the one a
+    `runpytest_subprocess` in that directory would have made.
+    """
+    (where / "conftest.py").write_text(CONFTEST)
+    (where / "test_app.py").write_text(suite)
+    child_env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    child_env.update(PYTEST_ADDOPTS=f"{ADDOPTS} -p no:hypothesispytest", HOME=str(where), USERPROFILE=str(where))
+    child_env.update(PY_COLORS="0", **env)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", f"--basetemp={where.with_name(where.name + '-basetemp')}", *args],
+        cwd=where,
+        env=child_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    outcome = pytest.RunResult(run.returncode, run.stdout.splitlines(), run.stderr.splitlines(), duration=0.0)
+    outcome.assert_outcomes(passed=passed)
+
+
+def _copy_recording(recording: Path, pytester: pytest.Pytester) -> None:
+    """Give this test its own copy of a module's recording: the suite, its cassettes and its report."""
+    shutil.copytree(recording, pytester.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+
+
 @pytest.fixture
 def oa(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:respx")
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "PROMPT", "OFFLINE"):
+    monkeypatch.setenv("PYTEST_ADDOPTS", ADDOPTS, prepend=" ")
+    for name in UNSET:
         monkeypatch.delenv(name, raising=False)
-    pytester.makeconftest("import httpx2\n\nhttpx2.alias_httpx()\n")
+    pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_app=SUITE)
     return pytester
 
@@ -135,10 +180,17 @@ def _cassettes(pytester: pytest.Pytester) -> list[Path]:
     return sorted((pytester.path / "cassettes").rglob("*.json"))
 
 
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SUITE recorded once against the emulator, for every test of the module to copy."""
+    where = tmp_path_factory.mktemp("openai-recording")
+    _record(where, SUITE, 6, "--llm-record=once", "--llm-report=recorded.json")
+    return where
+
+
 @pytest.fixture
-def recorded(oa: pytest.Pytester) -> pytest.Pytester:
-    result = _run(oa, "--llm-record=once", "--llm-report=recorded.json")
-    result.assert_outcomes(passed=6)
+def recorded(oa: pytest.Pytester, recording: Path) -> pytest.Pytester:
+    _copy_recording(recording, oa)
     return oa
 
 
@@ -306,18 +358,25 @@ def test_second(warm):
 """
 
 
-@pytest.fixture
-def session_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+@pytest.fixture(scope="module")
+def session_recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """SESSION_SUITE recorded once against an emulator started here, for every test of the module to copy."""
     from pytest_costguard.emulator import Emulator
 
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:respx")
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROMPT", "OFFLINE", "EXTRA"):
-        monkeypatch.delenv(name, raising=False)
-    pytester.makeconftest("import httpx2\n\nhttpx2.alias_httpx()\n")
-    pytester.makepyfile(test_app=SESSION_SUITE)
+    where = tmp_path_factory.mktemp("openai-session-recording")
     with Emulator() as emulator:
-        monkeypatch.setenv("EMULATOR_URL", emulator.base_url)
-        _run(pytester, "--llm-record=once").assert_outcomes(passed=2)
+        _record(where, SESSION_SUITE, 2, "--llm-record=once", EMULATOR_URL=emulator.base_url)
+    yield where
+
+
+@pytest.fixture
+def session_suite(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, session_recording: Path
+) -> pytest.Pytester:
+    monkeypatch.setenv("PYTEST_ADDOPTS", ADDOPTS, prepend=" ")
+    for name in UNSET:
+        monkeypatch.delenv(name, raising=False)
+    _copy_recording(session_recording, pytester)
     return pytester
 
 

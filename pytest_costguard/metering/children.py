@@ -32,6 +32,7 @@ __all__ = ["ENV", "ChildSession", "child_label", "detach", "enter_test", "export
 
 ENV = "PYTEST_COSTGUARD_SESSION"
 """Names the metered session a process belongs to: set by the session, read by its children."""
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ class ChildSession:
     written by the session into a directory of its own; None: the session treats calls as a guard's defaults."""
 
     def to_env(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return _ENCODER.encode(asdict(self))
 
     @classmethod
     def from_env(cls, text: str) -> ChildSession:
@@ -69,32 +70,56 @@ def child_label(worker: str | None) -> str:
 
 
 # -- the session's side ---------------------------------------------------------------------------------------
-_exported: list[tuple[ChildSession, str | None]] = []
-"""Sessions that exported the variable in this process, innermost last, each with the value it replaced."""
+_PER_TEST = frozenset({"test", "test_budget"})
+"""The fields of a `ChildSession` that change from test to test."""
+
+
+class _Export:
+    """A session that exported the variable: the value it replaced, and its fixed fields encoded once."""
+
+    def __init__(self, session: ChildSession, previous: str | None) -> None:
+        self.session = session
+        """The session as exported (the running test's fields aside)."""
+        self.previous = previous
+        """The variable's value before the export (None: unset)."""
+        self.test: tuple[str | None, str | None] = (session.test, session.test_budget)
+        """The test its children are charged to now, and that test's cap as Decimal text."""
+        self._fixed = {key: value for key, value in asdict(session).items() if key not in _PER_TEST}
+
+    def enter_test(self, tag: str | None, budget: str | None) -> None:
+        # Once per test: only the test's two fields change, so the dataclass is not rebuilt (a fork does that).
+        self.test = (tag, budget)
+        os.environ[ENV] = _ENCODER.encode({**self._fixed, "test": tag, "test_budget": budget})
+
+    @property
+    def current(self) -> ChildSession:
+        """The session as its children see it now, the running test included."""
+        tag, budget = self.test
+        return replace(self.session, test=tag, test_budget=budget)
+
+
+_exported: list[_Export] = []
+"""Sessions that exported the variable in this process, innermost last."""
 
 
 def export(session: ChildSession) -> None:
     """Name `session` to the processes started from now on (nests: `withdraw` restores the outer one)."""
-    _exported.append((session, os.environ.get(ENV)))
+    _exported.append(_Export(session, os.environ.get(ENV)))
     os.environ[ENV] = session.to_env()
     _watch_forks()
 
 
 def enter_test(tag: str | None, budget: Decimal | None) -> None:
     """Charge the children started from now on to test `tag` (None: the session)."""
-    if not _exported:
-        return
-    session, previous = _exported[-1]
-    session = replace(session, test=tag, test_budget=None if budget is None else str(budget))
-    _exported[-1] = (session, previous)
-    os.environ[ENV] = session.to_env()
+    if _exported:
+        _exported[-1].enter_test(tag, None if budget is None else str(budget))
 
 
 def withdraw() -> None:
     """Undo the innermost `export`: the variable goes back to what it was."""
     if not _exported:
         return
-    _, previous = _exported.pop()
+    previous = _exported.pop().previous
     if previous is None:
         os.environ.pop(ENV, None)
     else:
@@ -118,7 +143,7 @@ def _after_fork() -> None:
     # A forked copy of a metered session must not spend through the copied session guard: its records would
     # stay in this process. It meters through a child guard instead, as a started interpreter does.
     if _exported:
-        _install(_exported[-1][0])
+        _install(_exported[-1].current)
 
 
 def start_in_child() -> None:

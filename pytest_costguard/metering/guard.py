@@ -39,6 +39,12 @@ __all__ = ["CostGuard", "GuardConfig", "Plan", "PreflightMode", "Refusal", "RunF
 PreflightMode = Literal["auto", "always", "off"]
 """When to count a request's input exactly before admitting it (`POST /v1/messages/count_tokens`)."""
 
+LOOSE_MARGIN = 10
+"""Under `auto`, a loose bound (media, documents, tools) is admitted without a count when it fits this many times
+over in what is left: the count could not change its admission, a bound this many times too low (its allowances'
+assumptions broken tenfold) would still fit, and the hold it keeps while the call runs leaves nine tenths of the
+room to the calls beside it. The code under test then sees no extra `count_tokens` request on the wire."""
+
 
 class RunFinishedError(RuntimeError):
     """A call made after its metered run wrote its report: it could not be counted, so it is not sent."""
@@ -62,7 +68,8 @@ class GuardConfig:
     """Endpoint path patterns the user declared free (`llm_free_endpoints`): passed through, not metered."""
     preflight: PreflightMode = "auto"
     """When a budget applies, count a request's input exactly before admitting it: `always`; `auto` when its
-    local bound is loose (media, documents, tools) or does not fit what is left; `off` never."""
+    local bound does not fit what is left, or is loose (media, documents, tools) and does not fit it
+    `LOOSE_MARGIN` times over; `off` never."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +263,9 @@ class CostGuard:
             left = [ledger.remaining for ledger in ledgers]
         except Exception:
             return False  # a ledger that cannot be read now: the reservation reports it (and fails closed)
-        if not bound.loose and all(room is None or bound.cost <= room for room in left):
-            return False  # a text bound that fits: the count could not change anything
+        needed = bound.cost * LOOSE_MARGIN if bound.loose else bound.cost
+        if all(room is None or needed <= room for room in left):
+            return False  # a text bound that fits, or a loose one that fits with its margin: nothing to count
         # Even an input of zero tokens (output at max_tokens, what server tools may fetch) must fit, or the call
         # is refused whatever the count says.
         floor = bound_request(body, rates, self.config.bound_rules, model=str(body.get("model")), counted=0).cost
@@ -442,8 +450,9 @@ class CostGuard:
 
         Each is `(custom_id, params)`; their counts go to `begin_batch(counted=)`. As for one call
         (`_wants_preflight`): none without a budget, under `off` or when replayed; every request under `always`;
-        under `auto` those whose local bound is loose (media, documents, tools), and every one when the batch's
-        local bound does not fit what is left, unless even its bound with no input at all does not fit.
+        under `auto` none when the batch's local bound fits what is left (`LOOSE_MARGIN` times over if any of its
+        requests' bounds is loose); otherwise those whose local bound is loose (media, documents, tools), and
+        every one when the batch's local bound does not fit, unless even its bound with no input at all does not.
         """
         mode = self.config.preflight
         ledgers = self._capped_ledgers(self.scope)
@@ -471,8 +480,9 @@ class CostGuard:
             return []  # a ledger that cannot be read now: the reservation reports it (and fails closed)
         worst = sum((bound.cost for *_, bound in bounded), _ZERO)
         fits = all(room is None or worst <= room for room in left)
-        if fits and not any(bound.loose for *_, bound in bounded):
-            return []
+        needed = worst * LOOSE_MARGIN if any(bound.loose for *_, bound in bounded) else worst
+        if all(room is None or needed <= room for room in left):
+            return []  # as for one call: the counts could not change the batch's admission
         floor = sum(
             (
                 bound_request(params, rates, rules, model=str(params.get("model")), counted=0).cost

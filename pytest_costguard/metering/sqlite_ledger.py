@@ -41,6 +41,7 @@ import sqlite3
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -332,15 +333,18 @@ class SqliteLedger:
             self._limit_pico = numerator * _PICOS_PER_DOLLAR // denominator
         self._host = socket.gethostname()
         self._lock = threading.Lock()
+        """Held by every transaction of this process on the ledger, and across a fork (`_hold_for_fork`)."""
+        self._checkpointer: _Checkpointer | None = None
+        _LEDGERS.add(self)
         self._pid = os.getpid()
         self._holder_pid: int | None = None
         """This process, when it started the ledger (`fresh`) and holds it until `close`."""
         self._conn: sqlite3.Connection | None = None
-        self._conn = self._open(create=create)
+        with self._lock:  # creating the file writes it
+            self._conn = self._open(create=create)
         self._cursor = self._conn.cursor()
         """Runs the writes: one cursor reused rather than a new one per statement."""
         self._commits = 0
-        self._checkpointer: _Checkpointer | None = None
         self._left: tuple[sqlite3.Connection, int, Decimal] | None = None
         """What `remaining` last read (the limit less spent and held, not clamped at zero), kept as this
         process's own writes move it: the connection, its `PRAGMA data_version` then, and the amount."""
@@ -809,6 +813,9 @@ class _Checkpointer:
         self._path = path
         self._timeout = timeout
         self._wake = threading.Event()
+        self.lock = threading.Lock()
+        """Held while a checkpoint runs, and across a fork (`_hold_for_fork`): a precaution, as a checkpoint holds
+        SQLite locks too (its effect on a child is not shown, unlike a write's: tests/test_ledger_fork.py)."""
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="costguard-ledger-checkpoint", daemon=True)
         self._thread.start()
@@ -835,11 +842,47 @@ class _Checkpointer:
             # the next poke starts another.
             while self._wake.wait(_CHECKPOINTER_IDLE) and not self._stopping:
                 self._wake.clear()
-                with suppress(sqlite3.Error):
+                with self.lock, suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         finally:
             conn.close()
 
+
+_LEDGERS: weakref.WeakSet[SqliteLedger] = weakref.WeakSet()
+"""This process's open ledgers, whose locks a fork waits for."""
+_held_for_fork: list[threading.Lock] = []
+
+
+def _hold_for_fork() -> None:
+    """Before `os.fork()`: wait until no thread of this process is inside a ledger transaction or checkpoint.
+
+    SQLite keeps the locks a process holds on a file in memory. A child forked while another thread of its
+    parent is inside a write transaction inherits that record of a lock it does not hold, and its own
+    connection to the ledger then finds the file locked for good ("the ledger stayed locked ... database is
+    locked" once the busy timeout runs out): a `ProcessPoolExecutor` or `multiprocessing` pool (fork is
+    their default on Linux before Python 3.14) started while another thread makes a call. Holding every
+    ledger's lock across the fork means no transaction is open when the process is copied; the fork waits
+    at most for the transactions already running (reserve, settle: microseconds).
+    """
+    for ledger in sorted(list(_LEDGERS), key=id):  # one order, whoever forks
+        ledger._lock.acquire()
+        _held_for_fork.append(ledger._lock)
+        checkpointer = ledger._checkpointer
+        if checkpointer is not None:
+            checkpointer.lock.acquire()
+            _held_for_fork.append(checkpointer.lock)
+
+
+def _release_after_fork() -> None:
+    """After `os.fork()`, in the parent and in the child alike: let the ledgers' transactions go on."""
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(
+        before=_hold_for_fork, after_in_parent=_release_after_fork, after_in_child=_release_after_fork
+    )
 
 _BEYOND = f"more than the ledger counts exactly (${_dollars(_MAX_PICO)})"
 

@@ -154,6 +154,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION_KEY, None)
     if session is not None:
         session.close()
+        session.replay.unregister()
         config.pluginmanager.unregister(session)
         del config.stash[_SESSION_KEY]
     if config.stash.get(_PREPARED_KEY, False):
@@ -433,26 +434,26 @@ class CostguardSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
-        marks = self.marks.get(item.nodeid) or self._marks(item)
-        scope = Scope(tag=item.nodeid, budget=marks.budget, pinned_model=marks.model)
-        self.run.set_test_budget(item.nodeid, marks.budget)
+        nodeid = item.nodeid  # a property building its string (pytest 9): read once
+        marks = self.marks.get(nodeid) or self._marks(item)
+        scope = Scope(tag=nodeid, budget=marks.budget, pinned_model=marks.model)
+        self.run.set_test_budget(nodeid, marks.budget)
         # The context variable charges this test's own calls; the fallback, threads that carry no context.
         self._set_fallback(scope)
-        if self.replay.open(item.nodeid, marks.record) is not None:
+        if self.replay.open(nodeid, marks.record) is not None:
             self._share_tapes()
         if self._children is not None:
             # The processes this test starts charge it. Not reset after the test: nothing runs between two tests'
-            # protocols, so the next test's (or, after the last, `pytest_runtestloop`'s) sets it; each costs a
-            # JSON encoding and an environment write.
+            # protocols, so the next test's (or, after the last, `pytest_runtestloop`'s) sets it.
             from ..metering.children import enter_test
 
-            enter_test(item.nodeid, marks.budget)
+            enter_test(nodeid, marks.budget)
         try:
             with running(self, scope):
                 return (yield)
         finally:
             self._set_fallback(SESSION)
-            self.replay.close(item.nodeid)
+            self.replay.close(nodeid)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self) -> Iterator[None]:
@@ -528,11 +529,6 @@ class CostguardSession:
         if message is not None:
             self._broke_budget.add(nodeid)
         return message
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
-        with self.replay.fixture_setup(fixturedef.scope):  # a shared fixture's calls: the session cassette
-            return (yield)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.replay.finish() and session.exitstatus == pytest.ExitCode.OK:

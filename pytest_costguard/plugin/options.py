@@ -52,7 +52,8 @@ OPTIONS: tuple[tuple[str, str | None, str, str, str, Any], ...] = (
     ("llm_record_ignore", None, "", "request body fields replay matching leaves out, one dotted path a line "
      "(default metadata.user_id)", "linelist", []),
     ("llm_preflight", "--llm-preflight", "MODE", "count a call's input exactly before admitting it under a budget "
-     "(count_tokens: free, rate-limited): auto (default: media, documents, tools, or a bound that does not fit), "
+     "(count_tokens: free, rate-limited): auto (default: a bound that does not fit, or one with media, documents "
+     "or tools that does not fit 10 times over), "
      "always, off", "string", None),
     ("llm_cheap_openai_model", "--llm-cheap-openai-model", "MODEL",
      "model that cheap/auto routing sends OpenAI calls to (default gpt-4.1-nano; never another provider's)",

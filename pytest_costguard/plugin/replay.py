@@ -6,16 +6,16 @@ The session (`plugin/__init__.py`) hands it pytest's events; the cassettes, matc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from .options import user_path
 
 if TYPE_CHECKING:
-    import pytest
-
     from ..replay.store import Recorder, Tape
     from .settings import Settings
 
@@ -54,6 +54,7 @@ class ReplaySession:
                 directory=directory,
                 ignored=DEFAULT_IGNORED if ignored is None else ignored,
             )
+            self.config.pluginmanager.register(_SharedFixtures(self), _SHARED_FIXTURES)
         return self.recorder
 
     # -- collection ------------------------------------------------------------------------------------------
@@ -106,6 +107,11 @@ class ReplaySession:
         from ..replay.store import shared
 
         return shared()
+
+    def unregister(self) -> None:
+        """Stop taping fixtures' calls (the run ends)."""
+        if self.config.pluginmanager.has_plugin(_SHARED_FIXTURES):
+            self.config.pluginmanager.unregister(name=_SHARED_FIXTURES)
 
     def finish(self) -> list[str]:
         """End the session cassette (calls made outside tests); return why calls it had no recording for were
@@ -175,6 +181,22 @@ class ReplaySession:
             lines.append(f"replay: {len(stale)} stale recording(s), used by no test in this run:")
             lines += [f"  {_relative(Path(e['path']), root)}: {e['reason']}" for e in stale]
         return lines
+
+
+_SHARED_FIXTURES = "costguard-replay-fixtures"
+
+
+class _SharedFixtures:
+    """The fixture-setup hook, registered with the run's recorder: without one it would do nothing, for every
+    fixture of every test (a wrapper costs each fixture a generator and two resumptions)."""
+
+    def __init__(self, replay: ReplaySession) -> None:
+        self.replay = replay
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
+        with self.replay.fixture_setup(fixturedef.scope):  # a shared fixture's calls: the session cassette
+            return (yield)
 
 
 def _relative(path: Path, root: Path) -> str:
