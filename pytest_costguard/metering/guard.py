@@ -263,8 +263,7 @@ class CostGuard:
             left = [ledger.remaining for ledger in ledgers]
         except Exception:
             return False  # a ledger that cannot be read now: the reservation reports it (and fails closed)
-        needed = bound.cost * LOOSE_MARGIN if bound.loose else bound.cost
-        if all(room is None or needed <= room for room in left):
+        if _fits(bound.cost, left, loose=bound.loose):
             return False  # a text bound that fits, or a loose one that fits with its margin: nothing to count
         # Even an input of zero tokens (output at max_tokens, what server tools may fetch) must fit, or the call
         # is refused whatever the count says.
@@ -479,10 +478,9 @@ class CostGuard:
         except Exception:
             return []  # a ledger that cannot be read now: the reservation reports it (and fails closed)
         worst = sum((bound.cost for *_, bound in bounded), _ZERO)
-        fits = all(room is None or worst <= room for room in left)
-        needed = worst * LOOSE_MARGIN if any(bound.loose for *_, bound in bounded) else worst
-        if all(room is None or needed <= room for room in left):
+        if _fits(worst, left, loose=any(bound.loose for *_, bound in bounded)):
             return []  # as for one call: the counts could not change the batch's admission
+        fits = _fits(worst, left, loose=False)
         floor = sum(
             (
                 bound_request(params, rates, rules, model=str(params.get("model")), counted=0).cost
@@ -967,6 +965,13 @@ class CostGuard:
     def session_refusals(self) -> int:
         """Calls refused by the session budget."""
         return sum(1 for r in self.refusals if r.scope == "session")
+
+
+def _fits(worst: Decimal, left: list[Decimal | None], *, loose: bool) -> bool:
+    """Whether `worst` fits every capped ledger's room (`None`: no limit), `LOOSE_MARGIN` times over when its bound
+    is `loose`: then no count could change its admission."""
+    needed = worst * LOOSE_MARGIN if loose else worst
+    return all(room is None or needed <= room for room in left)
 
 
 _NO_USAGE = Usage()

@@ -864,7 +864,7 @@ def _hold_for_fork() -> None:
     ledger's lock across the fork means no transaction is open when the process is copied; the fork waits
     at most for the transactions already running (reserve, settle: microseconds).
     """
-    for ledger in sorted(list(_LEDGERS), key=id):  # one order, whoever forks
+    for ledger in sorted(_LEDGERS, key=id):  # one order, whoever forks
         ledger._lock.acquire()
         _held_for_fork.append(ledger._lock)
         checkpointer = ledger._checkpointer
@@ -880,9 +880,7 @@ def _release_after_fork() -> None:
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(
-        before=_hold_for_fork, after_in_parent=_release_after_fork, after_in_child=_release_after_fork
-    )
+    os.register_at_fork(before=_hold_for_fork, after_in_parent=_release_after_fork, after_in_child=_release_after_fork)
 
 _BEYOND = f"more than the ledger counts exactly (${_dollars(_MAX_PICO)})"
 

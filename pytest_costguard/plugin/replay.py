@@ -101,8 +101,9 @@ class ReplaySession:
 
     def fixture_setup(self, scope: str) -> AbstractContextManager[None]:
         """Where the calls of a fixture setting up are taped: a fixture broader than a function is shared by
-        several tests (whichever runs first sets it up), so its calls go to the session cassette."""
-        if scope == "function" or self.recorder is None:
+        several tests (whichever runs first sets it up), so its calls go to the session cassette. Called only once
+        the run has a recorder (`_SharedFixtures` is registered with it)."""
+        if scope == "function":
             return nullcontext()
         from ..replay.store import shared
 
