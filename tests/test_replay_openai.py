@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -359,14 +358,14 @@ def test_second(warm):
 
 
 @pytest.fixture(scope="module")
-def session_recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def session_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SESSION_SUITE recorded once against an emulator started here, for every test of the module to copy."""
     from pytest_costguard.emulator import Emulator
 
     where = tmp_path_factory.mktemp("openai-session-recording")
     with Emulator() as emulator:
         _record(where, SESSION_SUITE, 2, "--llm-record=once", EMULATOR_URL=emulator.base_url)
-    yield where
+    return where
 
 
 @pytest.fixture
